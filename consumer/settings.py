@@ -1,0 +1,91 @@
+"""The consumer's settings: one typed object built from `STREAMSCALE_*` environment variables."""
+
+import os
+import socket
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamscale.consumer.constants import DEAD_LETTER_SUFFIX
+
+
+def default_consumer_name() -> str:
+    """`$POD_NAME` (the Downward API), else the host name."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+class ConsumerSettings(BaseSettings):
+    """Everything `streamscale consume` needs; secrets may also come from files (`*_FILE`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMSCALE_", extra="ignore", secrets_dir=os.environ.get("STREAMSCALE_SECRETS_DIR")
+    )
+
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL (redis:// or rediss://)."
+    )
+    database_url: SecretStr = Field(
+        SecretStr("sqlite:///streamscale.db"),
+        description="postgresql://... (asyncpg) or sqlite:///path (the embedded default).",
+    )
+    stream: str = Field("events", description="The stream to read.")
+    group: str = Field("streamscale", description="The consumer group to read through.")
+    consumer: str = Field(
+        default_factory=default_consumer_name,
+        description="This process's consumer name; defaults to $POD_NAME, then the host name.",
+    )
+    model: str | None = Field(None, description="SQLModel table class, `module:Class`.")
+    handler: str | None = Field(None, description="Python handler, `module:function`.")
+    batch_size: int = Field(500, ge=1, le=100_000, description="XREADGROUP COUNT.")
+    block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK in milliseconds.")
+    concurrency: int = Field(
+        2, ge=1, le=64, description="Reader coroutines; each is consumer `<name>-<n>` when > 1."
+    )
+    claim_idle_ms: int = Field(
+        30_000, ge=100, description="Claim other consumers' entries idle longer than this."
+    )
+    claim_interval_ms: int = Field(5_000, ge=100, description="How often to look for them.")
+    max_deliveries: int = Field(
+        5, ge=1, description="Dead-letter an entry instead of delivering it more often."
+    )
+    max_message_bytes: int = Field(
+        1_048_576, ge=64, description="Larger messages are dead-lettered as invalid."
+    )
+    dead_letter_stream: str | None = Field(None, description="Defaults to `<stream>:dlq`.")
+    group_start_id: str = Field("0", description="Where a newly created group starts reading.")
+    max_inflight: int = Field(64, ge=1, description="Handler mode: concurrent handler calls.")
+    rate_limit: float | None = Field(
+        None, gt=0, description="Handler mode: at most this many handler calls per second."
+    )
+    http_port: int = Field(8080, ge=0, le=65535, description="/metrics, /healthz, /readyz.")
+    http_host: str = Field("0.0.0.0", description="Address the HTTP port binds to.")  # noqa: S104
+    log_format: str = Field("console", pattern="^(json|console)$", description="json | console.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    shutdown_grace_seconds: float = Field(
+        25.0, gt=0, description="SIGTERM: finish the in-flight batch within this time."
+    )
+    namespace: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE", ""),
+        description="Metric label `namespace` (the StreamConsumer's namespace).",
+    )
+    name: str = Field("", description="Metric label `name` (the StreamConsumer); defaults to group.")
+    pool_size: int = Field(4, ge=1, description="Database connections.")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "ConsumerSettings":
+        if self.model and self.handler:
+            raise ValueError("set STREAMSCALE_MODEL or STREAMSCALE_HANDLER, not both")
+        if not self.name:
+            self.name = self.group
+        return self
+
+    @property
+    def dead_letter(self) -> str:
+        """The dead-letter stream's key."""
+        return self.dead_letter_stream or self.stream + DEAD_LETTER_SUFFIX
+
+    def consumer_names(self) -> list[str]:
+        """One consumer name per reader coroutine."""
+        if self.concurrency == 1:
+            return [self.consumer]
+        return [f"{self.consumer}-{n}" for n in range(1, self.concurrency + 1)]

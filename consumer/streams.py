@@ -1,0 +1,219 @@
+"""Stream primitives shared by the consumer, the operator and the CLI.
+
+Everything here talks to Redis through redis-py's asyncio client created with
+`decode_responses=False`: payloads stay bytes until the decoder needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+StreamId = str
+Fields = dict[bytes, bytes]
+Entry = tuple[StreamId, Fields | None]
+"""An entry as read: its ID and its fields, or None when it was deleted from the stream."""
+
+
+def connect(url: str, **kwargs: Any) -> aioredis.Redis:
+    """A Redis client for `url` (redis://, rediss:// or unix://) that keeps values as bytes."""
+    kwargs.setdefault("health_check_interval", 15)
+    kwargs.setdefault("socket_connect_timeout", 5)
+    kwargs.setdefault("retry_on_timeout", False)
+    return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+
+
+def as_str(value: bytes | str | None) -> str:
+    """Decode a Redis reply element that is text by contract (IDs, names, keys)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def id_millis(entry_id: StreamId) -> int:
+    """The millisecond timestamp part of a stream entry ID."""
+    return int(entry_id.partition("-")[0])
+
+
+def id_key(entry_id: StreamId) -> tuple[int, int]:
+    """A sort key for entry IDs (`"10-2" < "9-0"` as text, not as IDs)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    """True when Redis says the stream or the group does not exist (e.g. it restarted empty)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+def is_busygroup(exc: BaseException) -> bool:
+    """True when XGROUP CREATE found the group already there."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("BUSYGROUP")
+
+
+async def ensure_group(
+    redis: aioredis.Redis, stream: str, group: str, start_id: str = "0"
+) -> bool:
+    """Create `group` on `stream` (and the stream itself) unless it exists; True if created."""
+    try:
+        await redis.xgroup_create(stream, group, id=start_id, mkstream=True)
+    except ResponseError as exc:
+        if is_busygroup(exc):
+            return False
+        raise
+    return True
+
+
+def parse_entries(raw: Sequence[Any]) -> list[Entry]:
+    """Entries from an XRANGE / XREADGROUP / XAUTOCLAIM reply; deleted ones keep None fields."""
+    entries: list[Entry] = []
+    for entry_id, fields in raw:
+        entries.append((as_str(entry_id), dict(fields) if fields else None))
+    return entries
+
+
+def _info_int(info: Mapping[Any, Any], key: str) -> int | None:
+    value = info.get(key, info.get(key.encode()))
+    if value is None:
+        return None
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupInfo:
+    """One consumer group as `XINFO GROUPS` reports it (Redis >= 7 for lag and entries-read)."""
+
+    name: str
+    consumers: int
+    pending: int
+    last_delivered_id: StreamId
+    entries_read: int | None
+    lag: int | None
+    """None when Redis cannot compute it (after XDEL/XTRIM, or a group made at an arbitrary ID)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerInfo:
+    """One consumer as `XINFO CONSUMERS` reports it."""
+
+    name: str
+    pending: int
+    idle_ms: int
+    inactive_ms: int | None
+    """Since the last successful read or claim (Redis >= 7.2); None on older servers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingEntry:
+    """One entry of `XPENDING ... IDLE` extended form."""
+
+    id: StreamId
+    consumer: str
+    idle_ms: int
+    deliveries: int
+
+
+def _as_dict(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, Mapping):
+        return {as_str(k): v for k, v in raw.items()}
+    it = iter(raw)
+    return {as_str(k): v for k, v in zip(it, it, strict=True)}
+
+
+async def group_infos(redis: aioredis.Redis, stream: str) -> list[GroupInfo]:
+    """`XINFO GROUPS`; an empty list when the stream does not exist."""
+    try:
+        raw = await redis.execute_command("XINFO", "GROUPS", stream)
+    except ResponseError as exc:
+        if "no such key" in str(exc):
+            return []
+        raise
+    groups = []
+    for item in raw:
+        info = _as_dict(item)
+        groups.append(
+            GroupInfo(
+                name=as_str(info["name"]),
+                consumers=int(info["consumers"]),
+                pending=int(info["pending"]),
+                last_delivered_id=as_str(info["last-delivered-id"]),
+                entries_read=_info_int(info, "entries-read"),
+                lag=_info_int(info, "lag"),
+            )
+        )
+    return groups
+
+
+async def group_info(redis: aioredis.Redis, stream: str, group: str) -> GroupInfo | None:
+    """The group's `XINFO GROUPS` row, or None when the stream or the group is missing."""
+    for info in await group_infos(redis, stream):
+        if info.name == group:
+            return info
+    return None
+
+
+async def consumer_infos(redis: aioredis.Redis, stream: str, group: str) -> list[ConsumerInfo]:
+    """`XINFO CONSUMERS`."""
+    raw = await redis.execute_command("XINFO", "CONSUMERS", stream, group)
+    consumers = []
+    for item in raw:
+        info = _as_dict(item)
+        consumers.append(
+            ConsumerInfo(
+                name=as_str(info["name"]),
+                pending=int(info["pending"]),
+                idle_ms=int(info["idle"]),
+                inactive_ms=_info_int(info, "inactive"),
+            )
+        )
+    return consumers
+
+
+async def pending_entries(
+    redis: aioredis.Redis,
+    stream: str,
+    group: str,
+    *,
+    count: int,
+    min_idle_ms: int = 0,
+    start: StreamId = "-",
+    end: StreamId = "+",
+    consumer: str | None = None,
+) -> list[PendingEntry]:
+    """`XPENDING key group [IDLE ms] start end count [consumer]`, oldest first."""
+    raw = await redis.xpending_range(
+        stream, group, start, end, count, consumername=consumer, idle=min_idle_ms or None
+    )
+    return [
+        PendingEntry(
+            as_str(item["message_id"]),
+            as_str(item["consumer"]),
+            int(item["time_since_delivered"]),
+            int(item["times_delivered"]),
+        )
+        for item in raw
+    ]
+
+
+async def estimate_unread(
+    redis: aioredis.Redis, stream: str, info: GroupInfo, *, limit: int = 10_000
+) -> tuple[int, bool]:
+    """Entries after the group's last-delivered-id: `(count, exact)`.
+
+    Used when `XINFO GROUPS` reports lag as NULL. Counts with a bounded XRANGE; past `limit`
+    it answers `limit` and `exact=False`, which is enough for scaling decisions and never zero
+    while entries remain.
+    """
+    start = "(" + info.last_delivered_id
+    raw = await redis.xrange(stream, min=start, max="+", count=limit)
+    return len(raw), len(raw) < limit
+
+
+def now_millis() -> int:
+    """Wall-clock milliseconds, the clock stream entry IDs are made with."""
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,1 @@
+"""The control plane: kopf handlers, scaling policy, dead-letter mover, status."""
