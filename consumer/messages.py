@@ -1,0 +1,83 @@
+"""Decoding stream entries into messages.
+
+An entry's payload is the JSON object in its `data` field, or, when there is no `data` field,
+its flat field map (values decoded as UTF-8 text). Decoding never raises: a message that
+cannot be decoded carries the reason, and the batch goes on without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from streamscale.consumer.constants import DATA_FIELD
+from streamscale.consumer.streams import Entry, Fields, StreamId, id_millis
+
+_DATA = DATA_FIELD.encode()
+
+
+@dataclasses.dataclass(slots=True)
+class Message:
+    """One entry of the stream, decoded."""
+
+    id: StreamId
+    fields: Fields
+    payload: dict[str, Any] | None
+    error: str | None = None
+    """Why the payload could not be decoded (the message goes to the dead-letter stream)."""
+
+    @property
+    def produced_ms(self) -> int:
+        """When the entry was added: the millisecond part of its ID."""
+        return id_millis(self.id)
+
+    def field(self, name: str) -> str | None:
+        """A raw field as text, or None."""
+        value = self.fields.get(name.encode())
+        return None if value is None else value.decode("utf-8", "replace")
+
+
+def entry_size(fields: Fields) -> int:
+    """Bytes of field names and values: what `max_message_bytes` bounds."""
+    return sum(len(k) + len(v) for k, v in fields.items())
+
+
+def decode(entry_id: StreamId, fields: Fields, max_bytes: int) -> Message:
+    """Decode one entry; a bad one comes back with `payload=None` and `error` set."""
+    size = entry_size(fields)
+    if size > max_bytes:
+        return Message(entry_id, fields, None, f"message is {size} bytes, above {max_bytes}")
+    raw = fields.get(_DATA)
+    if raw is None:
+        try:
+            return Message(entry_id, fields, {k.decode(): v.decode() for k, v in fields.items()})
+        except UnicodeDecodeError as exc:
+            return Message(entry_id, fields, None, f"field is not UTF-8 text: {exc}")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Message(entry_id, fields, None, f"data is not JSON: {exc}")
+    if not isinstance(payload, dict):
+        kind = type(payload).__name__
+        return Message(entry_id, fields, None, f"data is JSON {kind}, expected an object")
+    return Message(entry_id, fields, payload)
+
+
+def decode_all(entries: Iterable[tuple[StreamId, Fields]], max_bytes: int) -> list[Message]:
+    """Decode a batch of (live) entries."""
+    return [decode(entry_id, fields, max_bytes) for entry_id, fields in entries]
+
+
+def split_deleted(entries: Iterable[Entry]) -> tuple[list[tuple[StreamId, Fields]], list[StreamId]]:
+    """Separate live entries from pending ones whose entry was deleted (fields None)."""
+    live: list[tuple[StreamId, Fields]] = []
+    deleted: list[StreamId] = []
+    for entry_id, fields in entries:
+        if fields is None:
+            deleted.append(entry_id)
+        else:
+            live.append((entry_id, fields))
+    return live, deleted
