@@ -1,0 +1,65 @@
+"""Every name the operator shares with the CRD, the chart, dashboards and alerts, in one place."""
+
+from typing import Final
+
+# The custom resource --------------------------------------------------------------------------
+GROUP: Final = "streamscale.io"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "streamconsumers"
+KIND: Final = "StreamConsumer"
+SHORT_NAME: Final = "stc"
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+FINALIZER: Final = "streamscale.io/operator"
+PEERING_NAME: Final = "streamscale"
+"""kopf peering object: only the instance with the highest priority acts."""
+
+# The consumer Deployment ----------------------------------------------------------------------
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+CONSUMER_APP: Final = "streamscale-consumer"
+MANAGED_BY: Final = "streamscale-operator"
+CONTAINER_NAME: Final = "consumer"
+METRICS_PORT: Final = 8080
+METRICS_PORT_NAME: Final = "metrics"
+RUN_AS_USER: Final = 65532
+TERMINATION_GRACE_SECONDS: Final = 30
+DEFAULT_IMAGE: Final = "streamscale:latest"
+
+# Conditions and status ------------------------------------------------------------------------
+CONDITION_READY: Final = "Ready"
+CONDITION_ACTIVE: Final = "Active"
+CONDITION_DEGRADED: Final = "Degraded"
+
+# Scaling defaults (the CRD's defaults repeat them) ----------------------------------------------
+DEFAULT_MIN_REPLICAS: Final = 0
+DEFAULT_MAX_REPLICAS: Final = 10
+DEFAULT_BACKLOG_PER_REPLICA: Final = 1000
+DEFAULT_ACTIVATION_BACKLOG: Final = 0
+DEFAULT_POLL_SECONDS: Final = 5.0
+DEFAULT_STABILIZATION_SECONDS: Final = 60.0
+DEFAULT_SCALE_DOWN_FRACTION: Final = 0.5
+"""One scale-down step removes at most this share of the replicas (at least one)."""
+DEFAULT_MAX_DELIVERIES: Final = 5
+DEFAULT_IDLE_SECONDS: Final = 300
+DIRECTION_UP: Final = "up"
+DIRECTION_DOWN: Final = "down"
+
+# Dead-letter mover ----------------------------------------------------------------------------
+PENDING_PAGE: Final = 1000
+"""XPENDING page size: one page feeds one dead-letter script call."""
+MIN_MOVE_IDLE_MS: Final = 5_000
+"""Never move an entry idle for less than this: a live consumer may have just taken it."""
+ESTIMATE_LIMIT: Final = 100_000
+"""XRANGE bound when lag is NULL and the unread count has to be estimated."""
+
+# Metrics (prefix streamscale_) ----------------------------------------------------------------
+GROUP_LAG: Final = "streamscale_group_lag"
+GROUP_PENDING: Final = "streamscale_group_pending"
+GROUP_CONSUMERS: Final = "streamscale_group_consumers"
+DESIRED_REPLICAS: Final = "streamscale_desired_replicas"
+REPLICAS: Final = "streamscale_replicas"
+DEAD_LETTERED_TOTAL: Final = "streamscale_dead_lettered"  # prometheus-client appends _total
+SCALE_EVENTS_TOTAL: Final = "streamscale_scale_events"  # prometheus-client appends _total
+POLL_SECONDS: Final = "streamscale_poll_seconds"

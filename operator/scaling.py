@@ -1,0 +1,174 @@
+"""The scaling policy: pure functions of (backlog, current replicas, recent desires, time).
+
+The operator and `streamscale demo` share this module. Both keep one `ScalingState` per consumer
+group, call `decide()` once per poll, and apply the result through an `Actuator` (a Deployment's
+`spec.replicas` in the cluster, local processes in the demo).
+
+The rules, in order:
+
+1. desired = clamp(ceil(backlog / backlogPerReplica), min, max), where backlog = lag + pending.
+2. From zero replicas, activate only when backlog > activationBacklog; otherwise stay at `min`.
+3. While backlog > 0 and some replica is running, never drop to zero: a NULL lag that was read
+   as zero, or a tiny tail, must not strand the work with nobody to do it.
+4. Scale up at once. Scale down only to the highest desire seen within the stabilization window
+   (so an oscillating backlog does not make replicas flap), and by a capped step.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import Protocol
+
+from streamscale.operator import constants as c
+
+
+class Actuator(Protocol):
+    """Where replicas live: a Deployment's `spec.replicas`, or a set of local processes."""
+
+    async def get_replicas(self) -> int:
+        """The replica count currently asked for."""
+        ...
+
+    async def set_replicas(self, n: int) -> None:
+        """Ask for `n` replicas."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """One StreamConsumer's `spec.scaling`, validated."""
+
+    min_replicas: int = c.DEFAULT_MIN_REPLICAS
+    max_replicas: int = c.DEFAULT_MAX_REPLICAS
+    backlog_per_replica: int = c.DEFAULT_BACKLOG_PER_REPLICA
+    activation_backlog: int = c.DEFAULT_ACTIVATION_BACKLOG
+    stabilization_seconds: float = c.DEFAULT_STABILIZATION_SECONDS
+    scale_down_fraction: float = c.DEFAULT_SCALE_DOWN_FRACTION
+    """One scale-down step removes at most this share of the current replicas (at least one)."""
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 0:
+            raise ValueError(f"minReplicas must be >= 0, got {self.min_replicas}")
+        if self.max_replicas < max(1, self.min_replicas):
+            raise ValueError(
+                f"maxReplicas must be >= 1 and >= minReplicas ({self.min_replicas}),"
+                f" got {self.max_replicas}"
+            )
+        if self.backlog_per_replica < 1:
+            raise ValueError(f"backlogPerReplica must be >= 1, got {self.backlog_per_replica}")
+        if self.activation_backlog < 0:
+            raise ValueError(f"activationBacklog must be >= 0, got {self.activation_backlog}")
+        if self.stabilization_seconds < 0:
+            raise ValueError("scaleDownStabilizationSeconds must be >= 0")
+        if not 0 < self.scale_down_fraction <= 1:
+            raise ValueError("the scale-down fraction must be in (0, 1]")
+
+
+@dataclasses.dataclass
+class ScalingState:
+    """What the policy remembers between polls: the recent desires and the last scale time.
+
+    `desires` is a sliding-window maximum: (time, desire) pairs with strictly decreasing desires,
+    so its first element is the highest desire of the window and it never holds more pairs than
+    polls within one window.
+    """
+
+    desires: collections.deque[tuple[float, int]] = dataclasses.field(
+        default_factory=collections.deque
+    )
+    last_scale_time: float | None = None
+
+    def remember(self, now: float, desire: int, window: float) -> int:
+        """Record `desire` at `now`; return the highest desire within the last `window` seconds."""
+        while self.desires and self.desires[-1][1] <= desire:
+            self.desires.pop()
+        self.desires.append((now, desire))
+        while self.desires[0][0] < now - window:
+            self.desires.popleft()
+        return self.desires[0][1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The outcome of one poll."""
+
+    desired: int
+    """What the backlog asks for right now (rules 1-3), before stabilization."""
+    target: int
+    """What to set the replicas to (equal to `current` when nothing changes)."""
+    current: int
+    reason: str
+
+    @property
+    def direction(self) -> str | None:
+        """`up`, `down`, or None when the replicas stay."""
+        if self.target > self.current:
+            return c.DIRECTION_UP
+        if self.target < self.current:
+            return c.DIRECTION_DOWN
+        return None
+
+
+def desired_replicas(policy: Policy, backlog: int, current: int) -> int:
+    """Rules 1-3: the replica count this backlog asks for, given the replicas running now."""
+    if backlog < 0:
+        raise ValueError(f"backlog must be >= 0, got {backlog}")
+    if current <= 0 and backlog <= policy.activation_backlog:
+        return policy.min_replicas
+    floor = policy.min_replicas
+    if backlog > 0:
+        floor = max(floor, 1)
+    wanted = math.ceil(backlog / policy.backlog_per_replica)
+    return max(floor, min(policy.max_replicas, wanted))
+
+
+def scale_down_step(policy: Policy, current: int) -> int:
+    """The most replicas one scale-down may remove."""
+    return max(1, math.ceil(current * policy.scale_down_fraction))
+
+
+def decide(
+    policy: Policy, state: ScalingState, *, backlog: int, current: int, now: float
+) -> Decision:
+    """One poll's decision (rule 4 on top of `desired_replicas`); updates `state`.
+
+    `now` is a monotonic time in seconds. The caller applies `target` when it differs from
+    `current` and then sets `state.last_scale_time`.
+    """
+    desired = desired_replicas(policy, backlog, current)
+    stabilized = state.remember(now, desired, policy.stabilization_seconds)
+    if desired >= current:
+        target = min(desired, policy.max_replicas)
+        reason = f"backlog {backlog} asks for {desired} replicas"
+    elif stabilized >= current:
+        target = current
+        reason = (
+            f"backlog {backlog} asks for {desired} replicas; holding {current} within the"
+            f" {policy.stabilization_seconds:g}s stabilization window"
+        )
+    else:
+        target = max(stabilized, current - scale_down_step(policy, current))
+        reason = (
+            f"backlog {backlog} has asked for at most {stabilized} replicas"
+            f" for {policy.stabilization_seconds:g}s"
+        )
+    # Out-of-bounds replicas (set by hand, or the policy changed) are pulled back within bounds,
+    # except that a running group with a backlog never drops to zero (rule 3).
+    target = max(policy.min_replicas, min(policy.max_replicas, target))
+    if backlog > 0 and current > 0:
+        target = max(target, 1)
+    return Decision(desired=desired, target=target, current=current, reason=reason)
+
+
+async def step(
+    actuator: Actuator, policy: Policy, state: ScalingState, *, backlog: int, now: float
+) -> Decision:
+    """Read the replicas, decide, and apply the decision when it changes anything."""
+    current = await actuator.get_replicas()
+    decision = decide(policy, state, backlog=backlog, current=current, now=now)
+    if decision.direction is not None:
+        await actuator.set_replicas(decision.target)
+        state.last_scale_time = now
+    return decision
