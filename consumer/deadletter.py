@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-
 from streamscale.consumer import constants as c
 from streamscale.consumer.streams import Fields, StreamId
 

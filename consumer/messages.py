@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-
 from streamscale.consumer.constants import DATA_FIELD
 from streamscale.consumer.streams import Entry, Fields, StreamId, id_millis
 

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-
 from streamscale.consumer.constants import PATH_HEALTHZ, PATH_METRICS, PATH_READYZ
 
 logger = logging.getLogger(__name__)
@@ -64,7 +63,12 @@ class HealthServer:
             ).encode()
             writer.write(head if method == b"HEAD" else head + body)
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            asyncio.LimitOverrunError,
+        ):
             pass
         finally:
             writer.close()

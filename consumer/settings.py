@@ -5,7 +5,6 @@ import socket
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from streamscale.consumer.constants import DEAD_LETTER_SUFFIX
 
 
@@ -18,7 +17,9 @@ class ConsumerSettings(BaseSettings):
     """Everything `streamscale consume` needs; secrets may also come from files (`*_FILE`)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="STREAMSCALE_", extra="ignore", secrets_dir=os.environ.get("STREAMSCALE_SECRETS_DIR")
+        env_prefix="STREAMSCALE_",
+        extra="ignore",
+        secrets_dir=os.environ.get("STREAMSCALE_SECRETS_DIR"),
     )
 
     redis_url: SecretStr = Field(
@@ -68,7 +69,9 @@ class ConsumerSettings(BaseSettings):
         default_factory=lambda: os.environ.get("POD_NAMESPACE", ""),
         description="Metric label `namespace` (the StreamConsumer's namespace).",
     )
-    name: str = Field("", description="Metric label `name` (the StreamConsumer); defaults to group.")
+    name: str = Field(
+        "", description="Metric label `name` (the StreamConsumer); defaults to group."
+    )
     pool_size: int = Field(4, ge=1, description="Database connections.")
 
     @model_validator(mode="after")

@@ -56,9 +56,7 @@ def is_busygroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("BUSYGROUP")
 
 
-async def ensure_group(
-    redis: aioredis.Redis, stream: str, group: str, start_id: str = "0"
-) -> bool:
+async def ensure_group(redis: aioredis.Redis, stream: str, group: str, start_id: str = "0") -> bool:
     """Create `group` on `stream` (and the stream itself) unless it exists; True if created."""
     try:
         await redis.xgroup_create(stream, group, id=start_id, mkstream=True)
@@ -186,7 +184,7 @@ async def pending_entries(
     consumer: str | None = None,
 ) -> list[PendingEntry]:
     """`XPENDING key group [IDLE ms] start end count [consumer]`, oldest first."""
-    raw = await redis.xpending_range(
+    raw: list[dict[str, Any]] = await redis.xpending_range(
         stream, group, start, end, count, consumername=consumer, idle=min_idle_ms or None
     )
     return [
@@ -210,7 +208,7 @@ async def estimate_unread(
     while entries remain.
     """
     start = "(" + info.last_delivered_id
-    raw = await redis.xrange(stream, min=start, max="+", count=limit)
+    raw: Any = await redis.xrange(stream, min=start, max="+", count=limit)
     return len(raw), len(raw) < limit
 
 

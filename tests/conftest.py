@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-
 from streamscale.consumer.streams import connect
+
 from tests.servers import PostgresServer, RedisServer, running_postgres, running_redis
 
 

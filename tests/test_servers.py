@@ -1,11 +1,11 @@
 """The throwaway servers themselves work: a test that uses them can trust them."""
 
+import redis
+
 from tests.servers import PostgresServer, RedisServer
 
 
 async def test_redis_restart_empty_forgets_keys(fresh_redis: RedisServer) -> None:
-    import redis
-
     client = redis.Redis.from_url(fresh_redis.url)
     client.set("k", "v")
     fresh_redis.restart(empty=True)

@@ -1,0 +1,175 @@
+"""`streamscale consume`: one consumer process, from start-up to a drained shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import prometheus_client
+import redis.asyncio as aioredis
+from streamscale.consumer import logs
+from streamscale.consumer.backoff import Backoff, Health
+from streamscale.consumer.metrics import ConsumerMetrics
+from streamscale.consumer.running import (
+    REDIS_TRANSIENT,
+    Claimer,
+    Processor,
+    Reader,
+    leave_group,
+)
+from streamscale.consumer.serving import HealthServer
+from streamscale.consumer.settings import ConsumerSettings
+from streamscale.consumer.sinks.base import Sink, TransientError
+from streamscale.consumer.sinks.factory import build_sink
+from streamscale.consumer.sinks.models import ConfigError
+from streamscale.consumer.streams import connect, ensure_group
+from streamscale.consumer.tasks import cancel_all, spawn
+
+logger = logging.getLogger("streamscale.consumer")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+
+class ConsumerApp:
+    """Owns the connections, the HTTP port and the tasks of one consumer process."""
+
+    def __init__(self, settings: ConsumerSettings) -> None:
+        self.settings = settings
+        self.redis: aioredis.Redis = connect(settings.redis_url.get_secret_value())
+        self.sink: Sink = build_sink(settings, self.redis)
+        self.metrics = ConsumerMetrics(
+            settings.namespace, settings.name, settings.stream, settings.group
+        )
+        self.processor = Processor(settings, self.redis, self.sink, self.metrics)
+        self.http = HealthServer(settings.http_host, settings.http_port, ready=self.ready)
+        self.started = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def ready(self) -> str | None:
+        """`/readyz`: Redis and the sink reachable, and the loops running."""
+        if not self.started.is_set():
+            return "starting"
+        try:
+            await asyncio.wait_for(self.redis.ping(), 2)
+        except (*REDIS_TRANSIENT, TimeoutError) as exc:
+            return f"Redis: {type(exc).__name__}: {exc}"
+        return await self.sink.ping()
+
+    def stop(self) -> None:
+        """Stop reading; in-flight batches finish until the grace period runs out."""
+        if not self.processor.stopping.is_set():
+            logger.info(
+                "stopping: no new reads, finishing in-flight batches (grace %.0fs)",
+                self.settings.shutdown_grace_seconds,
+            )
+            self.processor.stopping.set()
+
+    async def run(self) -> int:
+        await self.http.start()
+        try:
+            if not await self._start_dependencies():
+                return EXIT_OK
+            names = self.settings.consumer_names()
+            self._tasks = [
+                spawn(Reader(self.processor, name).run(), f"reader {name}") for name in names
+            ]
+            self._tasks.append(spawn(Claimer(self.processor, names[0]).run(), "claimer"))
+            self.started.set()
+            logger.info(
+                "consuming %r as group %r, consumer(s) %s, into %s",
+                self.settings.stream, self.settings.group, ", ".join(names),
+                type(self.sink).__name__,
+            )  # fmt: skip
+            await self._wait_and_drain()
+            await leave_group(self.processor, names)
+            return EXIT_OK
+        finally:
+            await self._close()
+
+    async def _start_dependencies(self) -> bool:
+        """Open the sink and make sure the group exists, retrying until both work or stop."""
+        s = self.settings
+        backoff = Backoff(base=0.2, cap=10.0)
+        sink_health = Health("database", logger)
+        redis_health = Health("Redis", logger)
+        sink_ready = False
+        while not self.processor.stopping.is_set():
+            try:
+                if not sink_ready:
+                    await self.sink.start()
+                    sink_ready = True
+                    sink_health.recovered()
+                await ensure_group(self.redis, s.stream, s.group, s.group_start_id)
+                redis_health.recovered()
+                return True
+            except TransientError as exc:
+                sink_health.failed(exc, "starting")
+            except REDIS_TRANSIENT as exc:
+                redis_health.failed(exc, "starting")
+            await backoff.sleep(self.processor.stopping)
+        return False
+
+    async def _wait_and_drain(self) -> None:
+        workers = list(self._tasks)
+        stop_wait = asyncio.ensure_future(self.processor.stopping.wait())
+        done, _ = await asyncio.wait([*workers, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        if stop_wait not in done:
+            # A worker ended without being asked to: that is a bug worth a restart.
+            stop_wait.cancel()
+            self.stop()
+        grace = self.settings.shutdown_grace_seconds
+        # Leave a little of the grace period for acks and closing connections.
+        _, late = await asyncio.wait(workers, timeout=max(0.5, grace - 2.0))
+        if late:
+            self.processor.expired.set()
+            _, late = await asyncio.wait(late, timeout=1.0)
+            if late:
+                logger.warning("%d task(s) did not finish in the grace period", len(late))
+                await cancel_all(list(late))
+        for task in workers:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise RuntimeError("a consumer task failed") from task.exception()
+
+    async def _close(self) -> None:
+        await cancel_all([t for t in self._tasks if not t.done()])
+        with contextlib.suppress(Exception):
+            await self.sink.close()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        await self.http.close()
+
+
+async def main(settings: ConsumerSettings) -> int:
+    """Run one consumer until SIGTERM or SIGINT; the exit code."""
+    try:
+        app = ConsumerApp(settings)
+    except ConfigError as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_CONFIG
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.stop)
+    try:
+        return await app.run()
+    except ConfigError as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_CONFIG
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run(settings: ConsumerSettings) -> int:
+    """Blocking entry point used by `streamscale consume` and `python -m streamscale.consumer`."""
+    logs.configure(settings.log_format, settings.log_level)
+    prometheus_client.disable_created_metrics()  # `_created` series only add noise here
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        return uvloop.run(main(settings))
+    except ImportError:
+        return asyncio.run(main(settings))

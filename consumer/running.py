@@ -1,0 +1,320 @@
+"""The consumer's work loop: read the group, decode, sink, ack or dead-letter, claim the stranded.
+
+Structure (one process):
+- one reader task per consumer name: its own pending entries first (ID 0), then new ones (`>`);
+- one claimer task: XAUTOCLAIM of entries idle on other consumers (the retry path);
+- every batch goes through `Processor.process`: decode, write to the sink (retrying transient
+  failures with backoff while renewing its lease on the entries), then dead-letter the rejected
+  ones atomically with their ack and ack the rest.
+Shutdown: `stop()` makes readers stop reading; in-flight batches finish until `deadline()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from streamscale.consumer import constants as c
+from streamscale.consumer.backoff import Backoff, Health
+from streamscale.consumer.deadletter import DeadLetter, Scripts
+from streamscale.consumer.messages import decode_all, split_deleted
+from streamscale.consumer.metrics import ConsumerMetrics
+from streamscale.consumer.settings import ConsumerSettings
+from streamscale.consumer.sinks.base import Sink, SinkResult, TransientError
+from streamscale.consumer.streams import (
+    Entry,
+    ensure_group,
+    is_nogroup,
+    now_millis,
+    parse_entries,
+    pending_entries,
+)
+from streamscale.consumer.tasks import spawn
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+REDIS_TRANSIENT = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    OSError,
+)
+"""Redis errors worth retrying: the server is away, restarting or loading."""
+
+
+class GaveUp(Exception):
+    """The shutdown deadline passed while a batch was still retrying; it stays pending."""
+
+
+class Processor:
+    """Processes batches of entries for any of this process's consumer names."""
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        redis: aioredis.Redis,
+        sink: Sink,
+        metrics: ConsumerMetrics,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.sink = sink
+        self.metrics = metrics
+        self.scripts = Scripts(redis)
+        self.sink_health = Health("database" if not settings.handler else "handler", logger)
+        self.redis_health = Health("Redis", logger)
+        self.stopping = asyncio.Event()
+        self.expired = asyncio.Event()
+        """Set at the shutdown deadline: stop retrying, leave what is unfinished pending."""
+
+    async def process(self, consumer: str, entries: list[Entry]) -> None:
+        """Take one batch from read to ack; raises GaveUp at the shutdown deadline."""
+        started = time.perf_counter()
+        live, deleted = split_deleted(entries)
+        messages = decode_all(live, self.settings.max_message_bytes)
+        dead = [DeadLetter(m.id, c.REASON_INVALID, m.error) for m in messages if m.error]
+        dead += [
+            DeadLetter(i, c.REASON_DELETED, "entry deleted from the stream while pending")
+            for i in deleted
+        ]
+        good = [m for m in messages if m.error is None]
+        self.metrics.inflight_messages.inc(len(entries))
+        lease = spawn(self._renew_lease(consumer, [e[0] for e in entries]), "lease")
+        try:
+            result = await self._write(good) if good else SinkResult()
+            dead += [DeadLetter(i, c.REASON_INVALID, err) for i, err in result.rejected.items()]
+            rejected = {d.id for d in dead}
+            done = [m for m in good if m.id not in rejected and m.id not in result.retry]
+            await self._retrying(lambda: self._finish(done, dead), "ack")
+        finally:
+            lease.cancel()
+            self.metrics.inflight_messages.dec(len(entries))
+        now_ms = now_millis()
+        for m in done:
+            self.metrics.end_to_end_seconds.observe(max(0, now_ms - m.produced_ms) / 1000)
+        self.metrics.stored.inc(len(done))
+        self.metrics.dead_lettered.inc(len(dead))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _write(self, messages: list[Any]) -> SinkResult:
+        backoff = Backoff(base=0.2, cap=10.0)
+        while True:
+            started = time.perf_counter()
+            try:
+                result = await self.sink.write(messages)
+            except TransientError as exc:
+                self.sink_health.failed(exc, f"{len(messages)} messages wait")
+                self.metrics.retried.inc(len(messages))
+                if self.expired.is_set():
+                    raise GaveUp from exc
+                await backoff.sleep(self.expired)
+                continue
+            self.metrics.sink_seconds.observe(time.perf_counter() - started)
+            self.sink_health.recovered()
+            return result
+
+    async def _finish(self, done: list[Any], dead: list[DeadLetter]) -> None:
+        stream, group = self.settings.stream, self.settings.group
+        if dead:
+            await self.scripts.dead_letter(stream, self.settings.dead_letter, group, dead)
+        if done:
+            await self.redis.xack(stream, group, *[m.id for m in done])
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run a Redis call until it succeeds, backing off while Redis is away."""
+        backoff = Backoff(base=0.1, cap=5.0)
+        while True:
+            try:
+                value = await call()
+            except REDIS_TRANSIENT as exc:
+                self.redis_health.failed(exc, what)
+                if self.expired.is_set():
+                    raise GaveUp from exc
+                await backoff.sleep(self.expired)
+                continue
+            self.redis_health.recovered()
+            return value
+
+    async def _renew_lease(self, consumer: str, ids: list[str]) -> None:
+        """Keep in-flight entries from looking idle while a slow batch is retried.
+
+        Without this, other consumers would XAUTOCLAIM them after `claim_idle_ms` (raising their
+        delivery count towards `max_deliveries`) and the operator would dead-letter them as idle,
+        although nothing is wrong with the messages: only the database is away.
+        """
+        interval = max(0.05, self.settings.claim_idle_ms / 3000)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(*REDIS_TRANSIENT, redis_errors.ResponseError):
+                await self.scripts.touch(self.settings.stream, self.settings.group, consumer, ids)
+
+
+class Reader:
+    """One consumer name's loop: pending entries first, then new ones."""
+
+    def __init__(self, processor: Processor, consumer: str) -> None:
+        self.p = processor
+        self.consumer = consumer
+        self.settings = processor.settings
+
+    async def run(self) -> None:
+        backoff = Backoff(base=0.1, cap=10.0)
+        cursor: str | None = "0"  # own pending entries first; None once they are done
+        while not self.p.stopping.is_set():
+            try:
+                entries = await self._read(cursor)
+                self.p.redis_health.recovered()
+                backoff.reset()
+                if cursor is not None:
+                    if not entries:
+                        cursor = None
+                        continue
+                    cursor = entries[-1][0]
+                if entries:
+                    await self.p.process(self.consumer, entries)
+            except GaveUp:
+                return
+            except redis_errors.ResponseError as exc:
+                if not is_nogroup(exc):
+                    raise
+                await self._recreate_group(backoff)
+                cursor = "0"
+            except REDIS_TRANSIENT as exc:
+                self.p.redis_health.failed(exc, "reading")
+                await backoff.sleep(self.p.stopping)
+                cursor = "0"  # what was delivered but not acked is ours to finish
+
+    async def _read(self, cursor: str | None) -> list[Entry]:
+        s = self.settings
+        raw: Any
+        if cursor is None:
+            raw = await self.p.redis.xreadgroup(
+                s.group, self.consumer, {s.stream: ">"}, count=s.batch_size, block=s.block_ms
+            )
+        else:
+            raw = await self.p.redis.xreadgroup(
+                s.group, self.consumer, {s.stream: cursor}, count=s.batch_size
+            )
+        if not raw:
+            return []
+        _stream, entries = raw[0]
+        return parse_entries(entries)
+
+    async def _recreate_group(self, backoff: Backoff) -> None:
+        """The group (or the whole stream) is gone, e.g. Redis restarted empty: recreate it."""
+        s = self.settings
+        try:
+            created = await ensure_group(self.p.redis, s.stream, s.group, s.group_start_id)
+        except REDIS_TRANSIENT as exc:
+            self.p.redis_health.failed(exc, "recreating the group")
+            created = False
+        if created:
+            logger.warning(
+                "group %r on stream %r was missing (Redis restarted empty?); recreated it at %s",
+                s.group, s.stream, s.group_start_id,
+            )  # fmt: skip
+        await backoff.sleep(self.p.stopping)
+
+
+class Claimer:
+    """The retry path: claims entries idle on other consumers, dead-letters the exhausted."""
+
+    def __init__(self, processor: Processor, consumer: str) -> None:
+        self.p = processor
+        self.consumer = consumer
+        self.settings = processor.settings
+        self.deleted_total = 0
+        """Entries XAUTOCLAIM reported as deleted from the stream while pending."""
+
+    async def run(self) -> None:
+        interval = self.settings.claim_interval_ms / 1000
+        while not self.p.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.p.stopping.wait(), interval)
+            if self.p.stopping.is_set():
+                return
+            if not self.p.sink_health.ok:
+                continue  # claiming now would only raise delivery counts towards dead-lettering
+            try:
+                await self.sweep()
+            except GaveUp:
+                return
+            except redis_errors.ResponseError as exc:
+                if not is_nogroup(exc):
+                    raise
+            except REDIS_TRANSIENT as exc:
+                self.p.redis_health.failed(exc, "claiming")
+
+    async def sweep(self, max_pages: int = 20) -> int:
+        """One pass of XAUTOCLAIM over the pending list; returns how many entries it took."""
+        s = self.settings
+        cursor, taken = "0-0", 0
+        for _ in range(max_pages):
+            raw: Any = await self.p.redis.xautoclaim(
+                s.stream, s.group, self.consumer, s.claim_idle_ms, cursor, count=s.batch_size
+            )
+            cursor = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
+            entries = parse_entries(raw[1])
+            deleted = [i.decode() if isinstance(i, bytes) else str(i) for i in raw[2]]
+            if deleted:
+                # Redis already dropped these from the pending list; record them, or they vanish.
+                self.deleted_total += len(deleted)
+                await self.p.scripts.record_deleted(
+                    s.stream, s.dead_letter, s.group, self.consumer, deleted
+                )
+                self.p.metrics.dead_lettered.inc(len(deleted))
+            if entries:
+                taken += len(entries)
+                await self._handle(entries)
+            if cursor == "0-0":
+                break
+        return taken
+
+    async def _handle(self, entries: list[Entry]) -> None:
+        s = self.settings
+        counts = {
+            e.id: e.deliveries
+            for e in await pending_entries(
+                self.p.redis, s.stream, s.group, count=len(entries) + 2 * s.batch_size,
+                start=entries[0][0], end=entries[-1][0], consumer=self.consumer,
+            )
+        }  # fmt: skip
+        exhausted = [e for e in entries if counts.get(e[0], 0) > s.max_deliveries]
+        if exhausted:
+            error = f"delivered {s.max_deliveries} times without being acked"
+            result = await self.p.scripts.dead_letter(
+                s.stream, s.dead_letter, s.group,
+                [DeadLetter(e[0], c.REASON_MAX_DELIVERIES, error) for e in exhausted],
+            )  # fmt: skip
+            self.p.metrics.dead_lettered.inc(result.dead_lettered)
+        retry = [e for e in entries if counts.get(e[0], 0) <= s.max_deliveries]
+        if retry:
+            self.p.metrics.retried.inc(len(retry))
+            await self.p.process(self.consumer, retry)
+
+
+async def leave_group(processor: Processor, consumers: list[str]) -> None:
+    """Delete our consumers from the group, each only if nothing is pending on it."""
+    s = processor.settings
+    for consumer in consumers:
+        try:
+            pending = await processor.scripts.leave(s.stream, s.group, consumer)
+        except (*REDIS_TRANSIENT, redis_errors.ResponseError) as exc:
+            logger.warning("could not leave the group as %s: %s", consumer, exc)
+            continue
+        if pending > 0:
+            logger.warning(
+                "consumer %s keeps %d pending entries in group %r; another consumer or the "
+                "operator will claim them",
+                consumer, pending, s.group,
+            )  # fmt: skip

@@ -1,0 +1,28 @@
+"""Choosing the sink from the settings."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from streamscale.consumer.settings import ConsumerSettings
+from streamscale.consumer.sinks.base import Sink
+from streamscale.consumer.sinks.models import ConfigError, load_model
+from streamscale.consumer.sinks.sql import PostgresSink, SqliteSink, is_postgres
+
+
+def build_sink(settings: ConsumerSettings, redis: aioredis.Redis) -> Sink:
+    """A handler sink when `handler` is set, else a SQL sink for `database_url`'s kind."""
+    if settings.handler:
+        from streamscale.consumer.sinks.handler import HandlerSink  # noqa: PLC0415 - optional mode
+
+        return HandlerSink(settings, redis)
+    model = load_model(settings.model)
+    url = settings.database_url.get_secret_value()
+    if is_postgres(url):
+        return PostgresSink(url, model, settings.stream, settings.pool_size)
+    if url.startswith("sqlite"):
+        return SqliteSink(url, model, settings.stream)
+    scheme = url.partition("://")[0]
+    raise ConfigError(
+        f"STREAMSCALE_DATABASE_URL has scheme {scheme!r}; use postgresql://user@host/db "
+        "(asyncpg) or sqlite:///path.db"
+    )

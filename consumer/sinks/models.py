@@ -1,0 +1,107 @@
+"""Sink models: the built-in `stream_events` table, and loading a user's SQLModel class."""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+from streamscale.consumer.constants import EVENTS_TABLE, STREAM_ID_COLUMN
+
+
+class ConfigError(Exception):
+    """A setting the process cannot start with; the message says what to change."""
+
+
+class StreamEvent(SQLModel, table=True):
+    """The built-in sink table: one row per entry, unique on (stream, stream_id)."""
+
+    __tablename__ = EVENTS_TABLE
+
+    stream: str = Field(primary_key=True)
+    stream_id: str = Field(primary_key=True)
+    payload: dict[str, Any] = Field(
+        sa_column=sa.Column(sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False)
+    )
+    produced_at: datetime.datetime = Field(
+        sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    stored_at: datetime.datetime | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+    )
+
+
+def import_object(path: str, what: str) -> Any:
+    """Import `module:attribute`, with an error that says what to fix."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{what} {path!r} is not of the form 'package.module:Name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{what} {path!r}: cannot import module {module_name!r} ({exc}); "
+            "check the name and that it is installed or on PYTHONPATH"
+        ) from exc
+    try:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise ConfigError(f"{what} {path!r}: module {module_name!r} has no {attr!r}") from exc
+    return obj
+
+
+def load_model(path: str | None) -> type[SQLModel]:
+    """The sink's table class: `path` (`module:Class`), or the built-in StreamEvent."""
+    if path is None:
+        return StreamEvent
+    model = import_object(path, "STREAMSCALE_MODEL")
+    if not (isinstance(model, type) and issubclass(model, SQLModel)):
+        raise ConfigError(f"STREAMSCALE_MODEL {path!r} is not a SQLModel class")
+    table = getattr(model, "__table__", None)
+    if not isinstance(table, sa.Table):
+        raise ConfigError(
+            f"STREAMSCALE_MODEL {path!r} is not a table: declare it with "
+            f"`class {model.__name__}(SQLModel, table=True):`"
+        )
+    check_identity(model, table)
+    return model
+
+
+def check_identity(model: type[SQLModel], table: sa.Table) -> None:
+    """Refuse a model that cannot make writes idempotent on the entry ID."""
+    column = table.columns.get(STREAM_ID_COLUMN)
+    unique = column is not None and (
+        (column.primary_key and len(table.primary_key.columns) == 1)
+        or bool(column.unique)
+        or any(
+            isinstance(cons, sa.UniqueConstraint)
+            and list(cons.columns.keys()) == [STREAM_ID_COLUMN]
+            for cons in table.constraints
+        )
+        or any(
+            idx.unique and list(idx.columns.keys()) == [STREAM_ID_COLUMN] for idx in table.indexes
+        )
+    )
+    if not unique:
+        raise ConfigError(
+            f"model {model.__module__}.{model.__name__} has no unique `{STREAM_ID_COLUMN}` "
+            "column, so a redelivered message would make a second row. Add this line to the "
+            f"class:\n    {STREAM_ID_COLUMN}: str = Field(unique=True, index=True)\n"
+            f"(or `{STREAM_ID_COLUMN}: str = Field(primary_key=True)`); streamscale fills it with "
+            "the stream entry ID."
+        )
+
+
+def conflict_columns(table: sa.Table) -> list[str]:
+    """The columns `ON CONFLICT` targets: the entry's identity."""
+    if table.name == EVENTS_TABLE and "stream" in table.columns:
+        return ["stream", STREAM_ID_COLUMN]
+    return [STREAM_ID_COLUMN]

@@ -1,0 +1,164 @@
+"""Turning decoded messages into table rows: validation, identity and column types."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pydantic
+import sqlalchemy as sa
+from sqlmodel import SQLModel
+from streamscale.consumer.constants import STREAM_ID_COLUMN
+from streamscale.consumer.messages import Message
+from streamscale.consumer.sinks.models import StreamEvent
+from streamscale.consumer.streams import StreamId
+
+Row = tuple[Any, ...]
+Convert = Callable[[Any], Any]
+
+
+def _to_aware(value: Any) -> Any:
+    # A timezone-aware column refuses naive datetimes: a naive one is taken as UTC.
+    if isinstance(value, datetime.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.UTC)
+    return value
+
+
+def _to_naive(value: Any) -> Any:
+    # A naive column stores UTC wall time; an aware datetime is converted, not truncated.
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        return value.astimezone(datetime.UTC).replace(tzinfo=None)
+    return value
+
+
+def _to_json_text(value: Any) -> Any:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _is_generated(column: sa.Column[Any]) -> bool:
+    """An integer primary key the database numbers itself (`id: int | None = Field(...)`)."""
+    return (
+        column.primary_key
+        and column.name != STREAM_ID_COLUMN
+        and column.autoincrement in (True, "auto")
+        and isinstance(column.type, sa.Integer)
+    )
+
+
+class RowBuilder:
+    """Validates payloads against the model and lays them out in `columns` order.
+
+    Validation runs on a plain pydantic model derived from the table class: SQLModel table
+    classes skip validation on construction, and one pydantic call per batch is much faster
+    than building ORM objects.
+    """
+
+    def __init__(self, model: type[SQLModel], stream: str, *, json_as_text: bool) -> None:
+        table = getattr(model, "__table__", None)
+        assert isinstance(table, sa.Table)
+        self.table = table
+        self.stream = stream
+        self.events = model is StreamEvent
+        if self.events:
+            self.columns = ["stream", STREAM_ID_COLUMN, "payload", "produced_at"]
+            self._payload_json = json_as_text
+            return
+        self.columns = [
+            col.name
+            for col in table.columns
+            if not _is_generated(col) and col.name in model.model_fields
+        ]
+        fields: dict[str, Any] = {
+            name: (info.annotation, _plain_field(info))
+            for name, info in model.model_fields.items()
+            if name in self.columns and name != STREAM_ID_COLUMN
+        }
+        shadow: Any = pydantic.create_model(
+            f"{model.__name__}Payload",
+            __config__=pydantic.ConfigDict(extra="ignore"),
+            **fields,
+        )
+        self._one = pydantic.TypeAdapter(shadow)
+        self._many = pydantic.TypeAdapter(list[shadow])
+        self._converters: list[tuple[str, Convert | None]] = []
+        for name in self.columns:
+            col = table.columns[name]
+            base = col.type.impl_instance if isinstance(col.type, sa.TypeDecorator) else col.type
+            convert: Convert | None = None
+            if isinstance(base, sa.DateTime):
+                aware = getattr(col.type, "timezone", False) or base.timezone
+                convert = _to_aware if aware else _to_naive
+            elif isinstance(base, sa.JSON) and json_as_text:
+                convert = _to_json_text
+            self._converters.append((name, convert))
+
+    def build(
+        self, messages: list[Message]
+    ) -> tuple[list[Row], list[StreamId], dict[StreamId, str]]:
+        """Rows and their IDs for the valid messages; the invalid ones with the error."""
+        if self.events:
+            return self._events(messages)
+        payloads = [m.payload for m in messages]
+        try:
+            valid = self._many.validate_python(payloads)
+            return (
+                [self._row(m.id, v) for m, v in zip(messages, valid, strict=True)],
+                [m.id for m in messages],
+                {},
+            )
+        except pydantic.ValidationError:
+            pass
+        rows: list[Row] = []
+        ids: list[StreamId] = []
+        rejected: dict[StreamId, str] = {}
+        for message in messages:
+            try:
+                value = self._one.validate_python(message.payload)
+            except pydantic.ValidationError as exc:
+                rejected[message.id] = _describe(exc)
+                continue
+            rows.append(self._row(message.id, value))
+            ids.append(message.id)
+        return rows, ids, rejected
+
+    def _row(self, entry_id: StreamId, value: pydantic.BaseModel) -> Row:
+        data = value.__dict__
+        return tuple(
+            entry_id if name == STREAM_ID_COLUMN
+            else (convert(data[name]) if convert else data[name])
+            for name, convert in self._converters
+        )  # fmt: skip
+
+    def _events(
+        self, messages: list[Message]
+    ) -> tuple[list[Row], list[StreamId], dict[StreamId, str]]:
+        rows = []
+        for m in messages:
+            produced = datetime.datetime.fromtimestamp(m.produced_ms / 1000, datetime.UTC)
+            payload: Any = orjson.dumps(m.payload).decode() if self._payload_json else m.payload
+            rows.append((self.stream, m.id, payload, produced))
+        return rows, [m.id for m in messages], {}
+
+
+def _plain_field(info: Any) -> Any:
+    """A pydantic FieldInfo with the validation parts of a SQLModel field (defaults, limits)."""
+    kwargs: dict[str, Any] = {}
+    if info.default_factory is not None:
+        kwargs["default_factory"] = info.default_factory
+    elif not info.is_required():
+        kwargs["default"] = info.default
+    if info.alias:
+        kwargs["alias"] = info.alias
+    field = pydantic.Field(**kwargs)
+    field.metadata = list(info.metadata)
+    return field
+
+
+def _describe(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

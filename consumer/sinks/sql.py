@@ -1,0 +1,245 @@
+"""SQL sinks: PostgreSQL through asyncpg (the production path) and SQLite (the embedded default).
+
+Every write is `INSERT ... ON CONFLICT (<identity>) DO NOTHING`, so a redelivered message never
+makes a second row. When a batch fails because of one row (a constraint, a value out of range),
+the batch is bisected until the offending rows are isolated: they are rejected (dead-lettered),
+the rest commits. Failures that are not the rows' fault (connection lost, server restarting)
+raise TransientError and the whole batch is retried later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import asyncpg.exceptions._base as asyncpg_base
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlmodel import SQLModel
+from streamscale.consumer.messages import Message
+from streamscale.consumer.sinks.base import SinkResult, TransientError
+from streamscale.consumer.sinks.models import ConfigError, conflict_columns
+from streamscale.consumer.sinks.rows import Row, RowBuilder
+from streamscale.consumer.streams import StreamId
+
+logger = logging.getLogger(__name__)
+
+Insert = Callable[[Sequence[Row]], Awaitable[None]]
+
+
+class RowError(Exception):
+    """These rows, as a set, cannot be stored (a constraint or a value); bisect to find which."""
+
+
+async def insert_isolating(
+    insert: Insert, rows: Sequence[Row], ids: Sequence[StreamId]
+) -> dict[StreamId, str]:
+    """Insert `rows`; on RowError bisect and return the rows that fail on their own."""
+    try:
+        await insert(rows)
+        return {}
+    except RowError as exc:
+        if len(rows) == 1:
+            return {ids[0]: str(exc.__cause__ or exc)}
+    mid = len(rows) // 2
+    failed = await insert_isolating(insert, rows[:mid], ids[:mid])
+    failed.update(await insert_isolating(insert, rows[mid:], ids[mid:]))
+    return failed
+
+
+class SqlSinkBase:
+    """What both SQL sinks share: row building, isolation, metrics-free write()."""
+
+    builder: RowBuilder
+
+    async def write(self, messages: list[Message]) -> SinkResult:
+        rows, ids, rejected = self.builder.build(messages)
+        if rows:
+            rejected.update(await insert_isolating(self._insert, rows, ids))
+        return SinkResult(rejected=rejected)
+
+    async def _insert(self, rows: Sequence[Row]) -> None:
+        raise NotImplementedError
+
+
+def is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme.split("+")[0] in ("postgresql", "postgres")
+
+
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg takes libpq URLs without a SQLAlchemy driver suffix."""
+    scheme, sep, rest = url.partition("://")
+    return "postgresql" + sep + rest if scheme.startswith("postgres") else url
+
+
+_PERMANENT_PG = (
+    asyncpg.exceptions.IntegrityConstraintViolationError,  # class 23
+    asyncpg.exceptions.DataError,  # class 22: out of range, too long, bad text representation
+    asyncpg_base.DataError,  # a value asyncpg itself cannot encode for the column
+)
+
+
+_TRANSIENT_PG = (
+    TimeoutError,
+    OSError,
+    asyncpg.exceptions.PostgresError,  # anything else: server restarting, table missing, ...
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+class PostgresSink(SqlSinkBase):
+    """PostgreSQL through an asyncpg pool; one `INSERT ... SELECT FROM unnest(...)` per batch."""
+
+    def __init__(self, url: str, model: type[SQLModel], stream: str, pool_size: int) -> None:
+        self.dsn = asyncpg_dsn(url)
+        self.model = model
+        self.builder = RowBuilder(model, stream, json_as_text=True)
+        self.pool_size = pool_size
+        self.pool: asyncpg.Pool | None = None
+        table = self.builder.table
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        quote = dialect.identifier_preparer.quote
+        cols = ", ".join(quote(name) for name in self.builder.columns)
+        target = ", ".join(quote(name) for name in conflict_columns(table))
+        name = dialect.identifier_preparer.format_table(table)
+        types = [table.columns[c].type.compile(dialect=dialect) for c in self.builder.columns]
+        if any(isinstance(table.columns[c].type, sa.ARRAY) for c in self.builder.columns):
+            # unnest() would flatten array columns: insert row by row in one round trip instead.
+            values = ", ".join(f"${i}" for i in range(1, len(types) + 1))
+            self._many = True
+            self.sql = (
+                f"INSERT INTO {name} ({cols}) VALUES ({values}) ON CONFLICT ({target}) DO NOTHING"
+            )
+        else:
+            arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
+            self._many = False
+            self.sql = (
+                f"INSERT INTO {name} ({cols}) SELECT * FROM unnest({arrays}) "
+                f"ON CONFLICT ({target}) DO NOTHING"
+            )
+        self._ddl = [str(CreateTable(table, if_not_exists=True).compile(dialect=dialect))] + [
+            str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+            for index in table.indexes
+        ]
+
+    async def start(self) -> None:
+        try:
+            self.pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size, command_timeout=60
+            )
+            async with self.pool.acquire() as conn, conn.transaction():
+                # Several pods start at once: serialize CREATE TABLE IF NOT EXISTS, which can
+                # otherwise fail on the catalog's unique index.
+                key = int.from_bytes(
+                    hashlib.blake2b(self.builder.table.name.encode(), digest_size=7).digest()
+                )
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+                for statement in self._ddl:
+                    await conn.execute(statement)
+        except (TimeoutError, OSError, asyncpg.exceptions.PostgresConnectionError) as exc:
+            await self.close()
+            raise TransientError(f"PostgreSQL unreachable: {exc}") from exc
+        except asyncpg.exceptions.InvalidPasswordError as exc:
+            raise ConfigError(f"PostgreSQL refused the credentials: {exc}") from exc
+
+    async def _insert(self, rows: Sequence[Row]) -> None:
+        assert self.pool is not None, "start() first"
+        try:
+            async with self.pool.acquire() as conn:
+                if self._many:
+                    await conn.executemany(self.sql, rows)
+                else:
+                    await conn.execute(self.sql, *zip(*rows, strict=True))
+        except _PERMANENT_PG as exc:
+            raise RowError(str(exc)) from exc
+        except _TRANSIENT_PG as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> str | None:
+        if self.pool is None:
+            return "PostgreSQL not connected yet"
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1", timeout=2)
+        except Exception as exc:
+            return f"PostgreSQL: {type(exc).__name__}: {exc}"
+        return None
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except (TimeoutError, OSError, asyncpg.exceptions.InterfaceError):
+                pool.terminate()
+
+
+class SqliteSink(SqlSinkBase):
+    """SQLite through aiosqlite: the embedded default for local runs and the demo.
+
+    WAL mode and a busy timeout let several local consumer processes share one file.
+    """
+
+    def __init__(self, url: str, model: type[SQLModel], stream: str) -> None:
+        _scheme, sep, rest = url.partition("://")
+        self.url = "sqlite+aiosqlite" + sep + rest
+        self.model = model
+        self.builder = RowBuilder(model, stream, json_as_text=False)
+        table = self.builder.table
+        self.stmt = sqlite.insert(table).on_conflict_do_nothing(
+            index_elements=conflict_columns(table)
+        )
+        self.engine: AsyncEngine | None = None
+
+    async def start(self) -> None:
+        engine = create_async_engine(self.url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        self.engine = engine
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(self.builder.table.create, checkfirst=True)
+        except sa.exc.OperationalError as exc:
+            if "already exists" not in str(exc):
+                raise TransientError(f"SQLite: {exc}") from exc
+
+    async def _insert(self, rows: Sequence[Row]) -> None:
+        assert self.engine is not None, "start() first"
+        params = [dict(zip(self.builder.columns, row, strict=True)) for row in rows]
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(self.stmt, params)
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InternalError,
+                OSError) as exc:  # fmt: skip
+            raise TransientError(f"SQLite: {exc}") from exc
+        except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.StatementError) as exc:
+            raise RowError(str(getattr(exc, "orig", None) or exc)) from exc
+
+    async def ping(self) -> str | None:
+        if self.engine is None:
+            return "SQLite not opened yet"
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            return f"SQLite: {exc}"
+        return None
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.dispose()
+            self.engine = None

@@ -1,0 +1,44 @@
+"""Sink models the tests use (imported by consumer subprocesses as `tests.models:...`)."""
+
+import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class Product(SQLModel, table=True):
+    __tablename__ = "products"
+
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: str = Field(unique=True, index=True)
+    sku: str = Field(max_length=64)
+    name: str
+    price: Decimal = Field(max_digits=12, decimal_places=2)
+    url: str
+    created_at: datetime.datetime
+
+
+class CheckedProduct(SQLModel, table=True):
+    """Constraints only the database knows: a row can fail on its own inside a good batch."""
+
+    __tablename__ = "checked_products"
+    __table_args__ = (
+        sa.CheckConstraint("price >= 0", name="price_not_negative"),
+        sa.CheckConstraint("name <> 'forbidden'", name="name_allowed"),
+    )
+
+    stream_id: str = Field(primary_key=True)
+    sku: str
+    name: str
+    price: Decimal
+    created_at: datetime.datetime
+
+
+class NoIdentity(SQLModel, table=True):
+    """Lacks `stream_id`: the consumer must refuse it."""
+
+    __tablename__ = "no_identity"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sku: str

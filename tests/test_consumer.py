@@ -1,0 +1,321 @@
+"""The consumer end to end: real redis-server, real PostgreSQL, real consumer processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.consumers import ConsumerProcess, produce, product, wait_until
+from tests.servers import PostgresServer, RedisServer
+
+
+def count_rows(pg: PostgresServer, url: str, table: str) -> int:
+    return int(pg.psql(f"SELECT count(*) FROM {table}", database=url.rsplit("/", 1)[1]))
+
+
+def table_exists(pg: PostgresServer, url: str, table: str) -> bool:
+    db = url.rsplit("/", 1)[1]
+    return pg.psql(f"SELECT to_regclass('{table}') IS NOT NULL", database=db) == "t"
+
+
+def dead_letters(client: redis.Redis, stream: str) -> dict[str, dict[str, str]]:
+    """Dead-letter entries keyed by x-original-id, fields decoded."""
+    out = {}
+    for _id, fields in client.xrange(stream + ":dlq"):
+        decoded = {k.decode(): v.decode() for k, v in fields.items()}
+        out[decoded["x-original-id"]] = decoded
+    return out
+
+
+def sample(text: str, outcome: str) -> float | None:
+    """The value of streamscale_messages_total{outcome=...} in a /metrics page."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "streamscale_messages_total" and s.labels.get("outcome") == outcome:
+                return float(s.value)
+    return None
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> redis.Redis:
+    return redis.Redis.from_url(redis_server.url)
+
+
+def settings(redis_url: str, database_url: str, stream: str, **extra: object) -> dict[str, object]:
+    return {
+        "redis_url": redis_url,
+        "database_url": database_url,
+        "stream": stream,
+        "group": "writers",
+        "model": "tests.models:Product",
+        **extra,
+    }
+
+
+@pytest.mark.timeout(180)
+def test_50000_messages_become_exactly_50000_rows(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("products")
+    ids = produce(client, stream, (product(n) for n in range(50_000)))
+    consumer = ConsumerProcess(**settings(redis_server.url, database_url, stream)).start()
+    try:
+        wait_until(
+            lambda: count_rows(postgres_server, database_url, "products") >= 50_000, 120, 0.5,
+            "50,000 rows",
+        )  # fmt: skip
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+    db = database_url.rsplit("/", 1)[1]
+    assert postgres_server.psql("SELECT count(*), count(DISTINCT stream_id) FROM products", db) == (
+        "50000|50000"
+    )
+    assert postgres_server.psql("SELECT min(stream_id), max(stream_id) FROM products", db) == (
+        f"{min(ids)}|{max(ids)}"
+    )
+    info = client.xinfo_groups(stream)[0]
+    assert info["pending"] == 0 and info["consumers"] == 0
+    assert client.xlen(stream + ":dlq") == 0
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("products")
+    produce(client, stream, (product(n) for n in range(30_000)))
+    config = settings(redis_server.url, database_url, stream, consumer="pod-a", batch_size=200)
+    for _ in range(3):
+        consumer = ConsumerProcess(**config).start()
+        wait_until(
+            lambda: client.xinfo_groups(stream)[0]["pending"] > 0, 30, 0.005, "a batch in flight"
+        )
+        consumer.kill()
+        if count_rows(postgres_server, database_url, "products") >= 30_000:
+            break
+    # Killed with entries delivered but unacked: they are pending on pod-a and were maybe stored.
+    consumer = ConsumerProcess(**config).start()
+    try:
+        wait_until(
+            lambda: client.xinfo_groups(stream)[0]["entries-read"] == 30_000
+            and client.xinfo_groups(stream)[0]["pending"] == 0,
+            120, 0.5, "every entry read and acked",
+        )  # fmt: skip
+    finally:
+        consumer.kill()
+    db = database_url.rsplit("/", 1)[1]
+    assert postgres_server.psql("SELECT count(*), count(DISTINCT stream_id) FROM products", db) == (
+        "30000|30000"
+    )
+    assert client.xlen(stream + ":dlq") == 0
+
+
+@pytest.mark.timeout(120)
+def test_poison_messages_are_dead_lettered_with_reasons_and_the_rest_commits(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("checked")
+    good = {"sku": "A", "name": "fine", "price": "1.50", "created_at": "2025-04-22T10:00:00Z"}
+    cases: list[tuple[dict[str, object] | bytes, str | None]] = [
+        (good, None),
+        (b"{not json", "not JSON"),
+        (b"[1, 2, 3]", "expected an object"),
+        ({**good, "price": "cheap"}, "price"),
+        ({"sku": "B", "name": "no price", "created_at": "2025-04-22T10:00:00Z"}, "price"),
+        ({**good, "created_at": "yesterday"}, "created_at"),
+        ({**good, "price": "-3.00"}, "price_not_negative"),  # only the database knows
+        ({**good, "name": "forbidden"}, "name_allowed"),  # only the database knows
+        ({**good, "name": "x" * 5000}, "bytes, above"),  # larger than max_message_bytes
+        ({**good, "name": "naive time", "created_at": "2025-04-22T10:00:00"}, None),
+    ]
+    payloads = [case for case, _ in cases] * 30  # each poison sits in batches with good rows
+    ids = produce(client, stream, payloads)
+    expected_errors = {ids[i]: cases[i % len(cases)][1] for i in range(len(ids))}
+    consumer = ConsumerProcess(
+        **settings(redis_server.url, database_url, stream, model="tests.models:CheckedProduct",
+                   max_message_bytes=2048, batch_size=64)
+    ).start()  # fmt: skip
+    try:
+        wait_until(
+            lambda: client.xinfo_groups(stream)[0]["entries-read"] == len(ids)
+            and client.xinfo_groups(stream)[0]["pending"] == 0,
+            60, 0.2, "every entry handled",
+        )  # fmt: skip
+    finally:
+        consumer.terminate()
+    db = database_url.rsplit("/", 1)[1]
+    stored = set(postgres_server.psql("SELECT stream_id FROM checked_products", db).split())
+    dead = dead_letters(client, stream)
+    assert stored == {i for i, err in expected_errors.items() if err is None}
+    assert set(dead) == {i for i, err in expected_errors.items() if err is not None}
+    for entry_id, letter in dead.items():
+        assert letter["x-reason"] == "invalid"
+        assert expected_errors[entry_id] in letter["x-error"], letter
+        assert letter["x-stream"] == stream and letter["x-group"] == "writers"
+        assert letter["x-deliveries"] == "1" and letter["x-dead-lettered-at"]
+    # The original fields travel with the dead letter, for inspection and replay.
+    sample = next(i for i, err in expected_errors.items() if err == "not JSON")
+    assert dead[sample]["data"] == "{not json"
+
+
+@pytest.mark.timeout(120)
+def test_postgres_down_mid_run_every_row_arrives_and_nothing_is_dead_lettered(
+    redis_server: RedisServer, fresh_postgres: PostgresServer, client: redis.Redis,
+    names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("products")
+    url = fresh_postgres.url("postgres")
+    produce(client, stream, (product(n) for n in range(2000)))
+    consumer = ConsumerProcess(
+        **settings(redis_server.url, url, stream, claim_idle_ms=1000, max_deliveries=2)
+    ).start()
+    try:
+        wait_until(lambda: count_rows(fresh_postgres, url, "products") == 2000, 30, 0.2, "rows")
+        fresh_postgres.stop()
+        produce(client, stream, (product(n) for n in range(2000, 6000)))
+        # Down for several claim-idle periods: the consumer must neither give up nor let its
+        # entries be claimed until their delivery count dead-letters them.
+        time.sleep(5)
+        assert consumer.get("/readyz")[0] == 503
+        assert consumer.get("/healthz")[0] == 200
+        fresh_postgres.start()
+        wait_until(lambda: count_rows(fresh_postgres, url, "products") == 6000, 60, 0.5, "rows")
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+    assert fresh_postgres.psql("SELECT count(DISTINCT stream_id) FROM products") == "6000"
+    assert client.xlen(stream + ":dlq") == 0
+    assert "database unavailable" in consumer.output()
+    assert consumer.output().count("database unavailable") <= 3  # one line per state change
+
+
+@pytest.mark.timeout(120)
+def test_redis_restarted_empty_group_is_recreated_and_consuming_goes_on(
+    fresh_redis: RedisServer, postgres_server: PostgresServer, database_url: str,
+    names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("products")
+    client = redis.Redis.from_url(fresh_redis.url)
+    produce(client, stream, (product(n) for n in range(500)))
+    consumer = ConsumerProcess(**settings(fresh_redis.url, database_url, stream)).start()
+    try:
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 500, 30)
+        fresh_redis.restart(empty=True)
+        time.sleep(1.0)
+        client = redis.Redis.from_url(fresh_redis.url)
+        wait_until(lambda: client.exists(stream), 30, 0.2, "the group to be recreated")
+        produce(client, stream, (product(n) for n in range(500, 800)))
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 800, 30)
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+    assert "recreated it" in consumer.output()
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_drains_in_flight_batch_and_leaves_the_group(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("products")
+    produce(client, stream, (product(n) for n in range(20_000)))
+    consumer = ConsumerProcess(
+        **settings(redis_server.url, database_url, stream, consumer="pod-b", batch_size=1000)
+    ).start()
+    try:
+        wait_until(lambda: client.xinfo_groups(stream)[0]["pending"] > 0, 30, 0.005, "in flight")
+        assert consumer.proc is not None
+        consumer.proc.send_signal(signal.SIGTERM)
+        assert consumer.wait(30) == 0
+    finally:
+        consumer.kill()
+    info = client.xinfo_groups(stream)[0]
+    rows = count_rows(postgres_server, database_url, "products")
+    assert info["pending"] == 0, "the in-flight batch was acked"
+    assert info["consumers"] == 0, "the consumer left the group"
+    assert rows == info["entries-read"] > 0, "everything read was stored"
+
+
+@pytest.mark.timeout(60)
+def test_stranded_entries_are_claimed_and_exhausted_ones_dead_lettered(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("products")
+    client.xgroup_create(stream, "writers", id="0", mkstream=True)
+    ids = produce(client, stream, (product(n) for n in range(30)))
+    # A consumer that died holding entries: 10 delivered once, 10 delivered many times.
+    client.xreadgroup("writers", "ghost", {stream: ">"}, count=20)
+    for _ in range(5):
+        client.xclaim(stream, "writers", "ghost", 0, ids[10:20])
+    client.xdel(stream, ids[0])  # deleted while pending: XAUTOCLAIM reports it
+    time.sleep(0.3)
+    consumer = ConsumerProcess(
+        **settings(redis_server.url, database_url, stream, claim_idle_ms=200, max_deliveries=3)
+    ).start()
+    try:
+        wait_until(lambda: client.xinfo_groups(stream)[0]["pending"] == 0, 30, 0.2, "drained")
+    finally:
+        consumer.terminate()
+    db = database_url.rsplit("/", 1)[1]
+    stored = set(postgres_server.psql("SELECT stream_id FROM products", db).split())
+    dead = dead_letters(client, stream)
+    assert stored == set(ids[1:10]) | set(ids[20:])
+    assert {i for i, d in dead.items() if d["x-reason"] == "max-deliveries"} == set(ids[10:20])
+    assert {i for i, d in dead.items() if d["x-reason"] == "deleted"} == {ids[0]}
+    assert all(json.loads(dead[i]["data"])["sku"] for i in ids[10:20])
+
+
+def test_model_without_stream_id_is_refused_with_the_line_to_add(
+    redis_server: RedisServer, database_url: str, names: Callable[[str], str]
+) -> None:
+    consumer = ConsumerProcess(
+        **settings(redis_server.url, database_url, names("x"), model="tests.models:NoIdentity")
+    ).start(wait_ready=False)
+    assert consumer.wait(30) == 2
+    assert "stream_id: str = Field(unique=True, index=True)" in consumer.output()
+
+
+def test_wrong_model_path_says_what_to_fix(
+    redis_server: RedisServer, database_url: str, names: Callable[[str], str]
+) -> None:
+    consumer = ConsumerProcess(
+        **settings(redis_server.url, database_url, names("x"), model="tests.nowhere:Model")
+    ).start(wait_ready=False)
+    assert consumer.wait(30) == 2
+    assert "cannot import module 'tests.nowhere'" in consumer.output()
+    assert "Traceback" not in consumer.output()
+
+
+def test_metrics_endpoint_exports_the_design_names(
+    redis_server: RedisServer, database_url: str, client: redis.Redis,
+    names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("products")
+    produce(client, stream, [product(1), b"garbage"])
+    consumer = ConsumerProcess(**settings(redis_server.url, database_url, stream)).start()
+    try:
+        wait_until(lambda: client.xlen(stream + ":dlq") == 1, 20)
+        wait_until(lambda: sample(consumer.get("/metrics")[1], "stored") == 1.0, 20)
+        status, text = consumer.get("/metrics")
+    finally:
+        consumer.terminate()
+    assert status == 200
+    for name in (
+        "streamscale_messages_total", "streamscale_batch_seconds_bucket",
+        "streamscale_sink_seconds_bucket", "streamscale_end_to_end_seconds_bucket",
+        "streamscale_inflight_messages",
+    ):  # fmt: skip
+        assert name in text
+    assert sample(text, "dead_lettered") == 1.0
+    assert sample(text, "retried") == 0.0
