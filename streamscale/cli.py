@@ -1,0 +1,657 @@
+"""The `streamscale` command: consume, operate, produce, status, dlq, demo.
+
+Every command reads the same `STREAMSCALE_*` environment variables as the consumer and the
+operator; options override them. Errors a user can fix (Redis unreachable, a wrong import path,
+a malformed option) end with one message saying what to do and a non-zero exit, not a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import sys
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+import orjson
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rich.console import Console
+from rich.table import Table
+
+from streamscale.consumer.constants import REASONS
+from streamscale.consumer.streams import connect
+
+T = TypeVar("T")
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+EXIT_FAILED = 1
+
+
+def safe_url(url: str) -> str:
+    """`url` with any password replaced by `***`, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def fail(message: str) -> NoReturn:
+    """End the command with `Error: message` and exit status 1."""
+    raise click.ClickException(message)
+
+
+def open_redis(url: str) -> aioredis.Redis:
+    """A client for `url`, or a clear error when the URL is malformed."""
+    try:
+        return connect(url)
+    except ValueError as exc:
+        fail(f"invalid Redis URL {safe_url(url)!r}: {exc}. Use redis://host:6379/0")
+
+
+def run_async(url: str, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """Run `work(redis)` on a fresh client, translating Redis failures into user errors."""
+
+    async def main() -> T:
+        redis = open_redis(url)
+        try:
+            await redis.ping()  # fail on an unreachable Redis before any output
+            return await work(redis)
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(main())
+    except AuthenticationError as exc:
+        fail(f"Redis at {safe_url(url)} refused the credentials: {exc}. Check the URL's password")
+    except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
+        fail(
+            f"cannot reach Redis at {safe_url(url)}: {str(exc).rstrip('.')}."
+            " Is redis-server running there?"
+            " Pass --redis-url or set STREAMSCALE_REDIS_URL"
+        )
+    except ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            fail(f"a key named here is not a stream: {exc}")
+        raise
+
+
+def redis_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--redis-url",
+        envvar="STREAMSCALE_REDIS_URL",
+        default=DEFAULT_REDIS_URL,
+        show_default=True,
+        help="Redis URL (env STREAMSCALE_REDIS_URL).",
+    )(func)
+
+
+def stream_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--stream",
+        envvar="STREAMSCALE_STREAM",
+        default="events",
+        show_default=True,
+        help="The stream (env STREAMSCALE_STREAM).",
+    )(func)
+
+
+def echo_json(doc: Any) -> None:
+    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+def stdout_console() -> Console:
+    """Rich output on stdout; wide when it is not a terminal, so pipes and tests get whole rows."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=200, soft_wrap=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="streamscale")
+def cli() -> None:
+    """Redis Streams consumers: stream to SQL or to a handler, lag-driven scaling, dead letters."""
+
+
+# consume ------------------------------------------------------------------------------------
+
+
+CONSUME_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--redis-url", "redis_url", str, "Redis URL."),
+    ("--database-url", "database_url", str, "postgresql://... or sqlite:///path.db."),
+    ("--stream", "stream", str, "The stream to read."),
+    ("--group", "group", str, "The consumer group."),
+    ("--consumer", "consumer", str, "This process's consumer name (default $POD_NAME, host)."),
+    ("--model", "model", str, "SQLModel table class, module:Class."),
+    ("--handler", "handler", str, "Handler mode: a Python callable, module:function."),
+    ("--batch-size", "batch_size", int, "XREADGROUP COUNT."),
+    ("--block-ms", "block_ms", int, "XREADGROUP BLOCK."),
+    ("--concurrency", "concurrency", int, "Reader coroutines in this process."),
+    ("--claim-idle-ms", "claim_idle_ms", int, "Claim others' entries idle this long."),
+    ("--max-deliveries", "max_deliveries", int, "Dead-letter after this many deliveries."),
+    ("--dead-letter-stream", "dead_letter_stream", str, "Default <stream>:dlq."),
+    ("--max-inflight", "max_inflight", int, "Handler mode: concurrent handler calls."),
+    ("--rate-limit", "rate_limit", float, "Handler mode: handler calls per second."),
+    ("--http-port", "http_port", int, "/metrics, /healthz, /readyz port (0: any free one)."),
+    ("--log-format", "log_format", click.Choice(["json", "console"]), "Log lines as json|console."),
+    ("--log-level", "log_level", str, "Python logging level."),
+]
+
+
+def _consume_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for flag, dest, kind, text in reversed(CONSUME_OPTIONS):
+        env = "STREAMSCALE_" + dest.upper()
+        func = click.option(flag, dest, type=kind, default=None, help=f"{text} [env {env}]")(func)
+    return func
+
+
+def check_import(path: str, what: str, env: str) -> None:
+    """Import `module:attr` now, so a typo is reported before anything starts."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        fail(f"{env}={path!r} is not an import path: write it as module:{what}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        fail(
+            f"cannot import {module_name!r} ({env}={path}): {exc}. Check the spelling, and that"
+            " the module is importable from here (run from the directory that contains it,"
+            " or set PYTHONPATH)"
+        )
+    except Exception as exc:
+        fail(f"importing {module_name!r} ({env}={path}) failed: {type(exc).__name__}: {exc}")
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            fail(f"module {module_name!r} has no attribute {attr!r} ({env}={path})")
+        target = getattr(target, part)
+
+
+def settings_error(exc: ValidationError) -> str:
+    """A pydantic validation error as `STREAMSCALE_X (--x): problem` lines."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "settings"
+        flag = "--" + field.replace("_", "-")
+        lines.append(f"  STREAMSCALE_{field.upper()} / {flag}: {error['msg']}")
+    return "invalid consumer settings:\n" + "\n".join(lines)
+
+
+@cli.command()
+@_consume_options
+def consume(**options: Any) -> None:
+    """Run one consumer process until SIGTERM/SIGINT (same as `python -m streamscale.consumer`).
+
+    Reads the stream through the group in batches, writes each batch to the SQL table (or calls
+    the handler), acks only what succeeded, and dead-letters what never can.
+    """
+    from streamscale.consumer.settings import ConsumerSettings  # noqa: PLC0415
+
+    # Like `python -m` and uvicorn: the user's module:attr paths resolve from where they run it.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    overrides = {key: value for key, value in options.items() if value is not None}
+    try:
+        settings = ConsumerSettings(**overrides)
+    except ValidationError as exc:
+        fail(settings_error(exc))
+    if settings.handler:
+        check_import(settings.handler, "function", "STREAMSCALE_HANDLER")
+    if settings.model:
+        check_import(settings.model, "Class", "STREAMSCALE_MODEL")
+    try:
+        from streamscale.consumer import app  # noqa: PLC0415 -- keeps other commands light
+    except ImportError as exc:
+        fail(f"the consumer runner is not available in this installation: {exc}")
+    sys.exit(app.run(settings))
+
+
+# operate ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--namespace", "-n", "namespaces", multiple=True, help="Watch this namespace.")
+@click.option("--all-namespaces", "-A", is_flag=True, help="Watch every namespace.")
+def operate(namespaces: tuple[str, ...], all_namespaces: bool) -> None:
+    """Run the Kubernetes operator (kopf) for StreamConsumer resources."""
+    if not namespaces and not all_namespaces:
+        raise click.UsageError("name the scope: --namespace NS (repeatable) or --all-namespaces")
+    if namespaces and all_namespaces:
+        raise click.UsageError("--namespace and --all-namespaces exclude each other")
+    try:
+        running = importlib.import_module("streamscale.operator.running")
+    except ImportError as exc:
+        fail(f"the operator is not available in this installation ({exc})")
+    code = running.run(namespaces=list(namespaces), clusterwide=all_namespaces)
+    sys.exit(code or 0)
+
+
+# produce ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@redis_option
+@stream_option
+@click.option("--count", "-c", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["stream", "bulk"]),
+    default="stream",
+    show_default=True,
+    help="stream: one XADD per round trip; bulk: pipelined XADDs.",
+)
+@click.option("--pipeline", "pipeline_size", type=click.IntRange(1, 100_000), default=500,
+              show_default=True, help="Bulk mode: XADDs per round trip.")  # fmt: skip
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="At most this many entries per second (default: no limit).")  # fmt: skip
+@click.option("--template", default=None,
+              help="Payload JSON object with {n} {uuid} {now} {rand} placeholders, or @file.json."
+              " Default: a product (sku, name, price, url, created_at).")  # fmt: skip
+@click.option("--maxlen", type=click.IntRange(min=1), default=None,
+              help="Trim the stream to about this many entries (MAXLEN ~).")  # fmt: skip
+@click.option("--poison-ratio", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fraction of invalid (non-JSON) messages, for demos and chaos.")  # fmt: skip
+@click.option("--seed", type=int, default=None, help="Random seed, for repeatable runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+def produce(
+    *,
+    redis_url: str,
+    stream: str,
+    count: int,
+    mode: str,
+    pipeline_size: int,
+    rate: float | None,
+    template: str | None,
+    maxlen: int | None,
+    poison_ratio: float,
+    seed: int | None,
+    as_json: bool,
+    progress: bool,
+) -> None:
+    """Add COUNT entries to the stream, the payload as JSON in the `data` field."""
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TimeRemainingColumn,
+    )
+
+    from streamscale import producing  # noqa: PLC0415
+
+    try:
+        if template is not None and template.startswith("@"):
+            try:
+                template = Path(template[1:]).read_text()
+            except OSError as exc:
+                fail(f"cannot read the --template file: {exc}")
+        parsed = producing.parse_template(template) if template is not None else None
+        generator = producing.Generator(parsed, poison_ratio, seed)
+    except producing.TemplateError as exc:
+        fail(str(exc))
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
+        transient=False,
+    )
+
+    async def work(redis: aioredis.Redis) -> producing.Summary:
+        with bar:
+            task = bar.add_task(f"{mode} -> {stream}", total=count)
+            return await producing.produce(
+                redis,
+                stream,
+                count,
+                generator,
+                bulk=mode == "bulk",
+                pipeline_size=pipeline_size,
+                rate=rate,
+                maxlen=maxlen,
+                progress=lambda n: bar.advance(task, n),
+            )
+
+    summary = run_async(redis_url, work)
+    if as_json:
+        echo_json(summary.as_dict())
+    else:
+        click.echo(
+            f"produced {summary.produced} entries ({summary.poison} poison) to {stream!r}"
+            f" in {summary.seconds:.2f}s ({summary.rate:,.0f}/s, {mode} mode);"
+            f" stream length {summary.length}; IDs {summary.first_id} .. {summary.last_id}"
+        )
+
+
+# status -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@redis_option
+@click.option("--stream", "streams", multiple=True,
+              help="A stream to show (repeatable; default: all, up to 50).")  # fmt: skip
+@click.option("--once", is_flag=True, help="Print one snapshot and exit (no live view).")
+@click.option("--json", "as_json", is_flag=True, help="With --once: the snapshot as JSON.")
+@click.option("--interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds between refreshes (with --once: between the two samples that"
+              " measure throughput; 0 skips it).")  # fmt: skip
+def status(
+    redis_url: str, streams: tuple[str, ...], once: bool, as_json: bool, interval: float
+) -> None:
+    """Streams, groups, lag, pending, consumers and dead letters: a live table (Ctrl-C ends)."""
+    from rich.live import Live  # noqa: PLC0415
+
+    from streamscale import status as st  # noqa: PLC0415
+
+    if as_json and not once:
+        once = True
+
+    async def names(redis: aioredis.Redis) -> list[str]:
+        return list(streams) or await st.discover(redis)
+
+    async def snapshot_once(redis: aioredis.Redis) -> st.Snapshot:
+        chosen = await names(redis)
+        first = await st.collect(redis, chosen)
+        if interval <= 0:
+            return first
+        await asyncio.sleep(interval)
+        return await st.collect(redis, chosen, first)
+
+    if once:
+        snap = run_async(redis_url, snapshot_once)
+        if as_json:
+            echo_json(snap.as_dict())
+        elif not snap.streams:
+            click.echo("no streams found (name one with --stream)")
+        else:
+            stdout_console().print(st.table(snap))
+        return
+
+    async def live(redis: aioredis.Redis) -> None:
+        previous: st.Snapshot | None = None
+        with Live(console=Console(), auto_refresh=False) as view:
+            while True:
+                chosen = await names(redis)
+                previous = await st.collect(redis, chosen, previous)
+                view.update(st.table(previous), refresh=True)
+                await asyncio.sleep(max(interval, 0.1))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_async(redis_url, live)
+
+
+# dlq ----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def dlq() -> None:
+    """Inspect, replay and purge dead-letter entries (stream `<stream>:dlq`)."""
+
+
+def dlq_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--dead-letter-stream",
+        envvar="STREAMSCALE_DEAD_LETTER_STREAM",
+        default=None,
+        help="The dead-letter stream (default <stream>:dlq).",
+    )(func)
+    return redis_option(stream_option(func))
+
+
+def reason_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--reason",
+        "reasons",
+        multiple=True,
+        type=click.Choice(list(REASONS)),
+        help="Only entries dead-lettered for this reason (repeatable).",
+    )(func)
+
+
+def _dlq_name(stream: str, dead_letter_stream: str | None) -> str:
+    from streamscale import dlq as d  # noqa: PLC0415
+
+    return d.dead_letter_name(stream, dead_letter_stream)
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@dlq.command("list")
+@dlq_options
+@reason_option
+@click.option("--count", "-c", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(
+    *,
+    redis_url: str,
+    stream: str,
+    dead_letter_stream: str | None,
+    reasons: tuple[str, ...],
+    count: int,
+    as_json: bool,
+) -> None:
+    """The oldest dead-letter entries: why, from where, and the start of their data."""
+    from streamscale import dlq as d  # noqa: PLC0415
+
+    name = _dlq_name(stream, dead_letter_stream)
+
+    async def work(redis: aioredis.Redis) -> tuple[list[d.DeadEntry], int]:
+        return await d.entries(redis, name, reasons=reasons, limit=count), int(
+            await redis.xlen(name)
+        )
+
+    found, total = run_async(redis_url, work)
+    if as_json:
+        echo_json({"dead_letter_stream": name, "length": total,
+                   "entries": [e.as_dict() for e in found]})  # fmt: skip
+        return
+    grid = Table(title=f"{name}: {len(found)} shown of {total}", title_justify="left")
+    for column in ("id", "reason", "original id", "stream", "consumer", "deliveries", "at",
+                   "error", "data"):  # fmt: skip
+        grid.add_column(column)
+    for e in found:
+        data = e.original.get("data", orjson.dumps(e.original).decode())
+        grid.add_row(
+            e.id, e.reason, e.get("x-original-id"), e.get("x-stream"), e.get("x-consumer"),
+            e.get("x-deliveries"), e.get("x-dead-lettered-at"), _short(e.get("x-error"), 50),
+            _short(data, 40),
+        )  # fmt: skip
+    stdout_console().print(grid)
+
+
+@dlq.command("show")
+@dlq_options
+@click.argument("entry_id")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_show(
+    redis_url: str, stream: str, dead_letter_stream: str | None, entry_id: str, as_json: bool
+) -> None:
+    """Every field of one dead-letter entry."""
+    from streamscale import dlq as d  # noqa: PLC0415
+
+    name = _dlq_name(stream, dead_letter_stream)
+    entry = run_async(redis_url, lambda redis: d.get(redis, name, entry_id))
+    if entry is None:
+        fail(f"no entry {entry_id} in {name} (replayed or purged already? see `dlq list`)")
+    if as_json:
+        echo_json(entry.as_dict())
+        return
+    click.echo(f"{name} {entry.id}")
+    for key, value in entry.fields.items():
+        click.echo(f"  {key}: {value}")
+
+
+@dlq.command("replay")
+@dlq_options
+@click.argument("entry_ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Every entry (with --reason: matching).")
+@reason_option
+@click.option("--count", "-c", type=click.IntRange(min=1), default=None,
+              help="With --all: at most this many, oldest first.")  # fmt: skip
+@click.option("--to", "target", default=None, help="Replay into this stream instead of x-stream.")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_replay(
+    *,
+    redis_url: str,
+    stream: str,
+    dead_letter_stream: str | None,
+    entry_ids: tuple[str, ...],
+    replay_all: bool,
+    reasons: tuple[str, ...],
+    count: int | None,
+    target: str | None,
+    as_json: bool,
+) -> None:
+    """Re-add entries to their source stream, each at most once (atomic; see `dlq` docs).
+
+    The new entry keeps the original fields, without the x-* dead-letter fields, plus
+    `x-replayed-from` = the dead-letter entry ID; the dead-letter entry is removed in the same
+    step. Exits 1 when a named entry could not be replayed (already replayed, not found).
+    """
+    from streamscale import dlq as d  # noqa: PLC0415
+
+    if bool(entry_ids) == replay_all:
+        raise click.UsageError("name dead-letter entry IDs, or pass --all (not both)")
+    if reasons and not replay_all:
+        raise click.UsageError("--reason filters --all; named IDs are replayed as named")
+    name = _dlq_name(stream, dead_letter_stream)
+
+    async def work(redis: aioredis.Redis) -> list[d.Replayed]:
+        ids = list(entry_ids)
+        if replay_all:
+            ids = [e.id for e in await d.entries(redis, name, reasons=reasons, limit=count)]
+        return await d.replay(redis, name, ids, to=target)
+
+    outcomes = run_async(redis_url, work)
+    if as_json:
+        echo_json([o.__dict__ for o in outcomes])
+    else:
+        for o in outcomes:
+            if o.status == d.STATUS_REPLAYED:
+                click.echo(f"{o.id} -> {o.stream} {o.new_id}")
+            elif o.status == d.STATUS_ALREADY:
+                click.echo(f"{o.id}: already replayed as {o.new_id}, not replayed again")
+            elif o.status == d.STATUS_MISSING:
+                click.echo(f"{o.id}: not in {name}")
+            elif o.status == d.STATUS_EMPTY:
+                click.echo(f"{o.id}: no original fields to replay (reason deleted); purge it")
+            else:
+                click.echo(f"{o.id}: no x-stream field; pass --to STREAM")
+        done = sum(1 for o in outcomes if o.status == d.STATUS_REPLAYED)
+        click.echo(f"replayed {done} of {len(outcomes)} from {name}")
+    failed = [
+        o
+        for o in outcomes
+        if o.status != d.STATUS_REPLAYED and not (replay_all and o.status == d.STATUS_EMPTY)
+    ]
+    if failed:
+        sys.exit(EXIT_FAILED)
+
+
+@dlq.command("purge")
+@dlq_options
+@click.argument("entry_ids", nargs=-1)
+@click.option("--all", "purge_all", is_flag=True, help="Every entry (with --reason: matching).")
+@reason_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge(
+    *,
+    redis_url: str,
+    stream: str,
+    dead_letter_stream: str | None,
+    entry_ids: tuple[str, ...],
+    purge_all: bool,
+    reasons: tuple[str, ...],
+    yes: bool,
+) -> None:
+    """Delete dead-letter entries for good (asks first unless --yes)."""
+    from streamscale import dlq as d  # noqa: PLC0415
+
+    if bool(entry_ids) == purge_all:
+        raise click.UsageError("name dead-letter entry IDs, or pass --all (not both)")
+    if reasons and not purge_all:
+        raise click.UsageError("--reason filters --all; named IDs are purged as named")
+    name = _dlq_name(stream, dead_letter_stream)
+
+    async def count_them(redis: aioredis.Redis) -> tuple[int, list[str]]:
+        if purge_all and not reasons:
+            return int(await redis.xlen(name)), []
+        if purge_all:
+            ids = [e.id for e in await d.entries(redis, name, reasons=reasons)]
+        else:
+            ids = list(entry_ids)
+        return len(ids), ids
+
+    n, ids = run_async(redis_url, count_them)
+    if n == 0:
+        click.echo(f"nothing to purge in {name}")
+        return
+    what = "every" if purge_all and not reasons else str(n)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"purging {what} entries of {name} needs confirmation: use a terminal or --yes")
+        click.confirm(f"Delete {what} dead-letter entries ({n}) from {name} for good?", abort=True)
+
+    async def purge(redis: aioredis.Redis) -> int:
+        if purge_all and not reasons:
+            return await d.purge_all(redis, name)
+        return await d.purge(redis, name, ids)
+
+    click.echo(f"purged {run_async(redis_url, purge)} entries from {name}")
+
+
+# demo ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--count", "-c", type=click.IntRange(min=0), default=20_000, show_default=True,
+              help="Entries in the burst.")  # fmt: skip
+@click.option("--poison-ratio", type=click.FloatRange(0, 1), default=0.001, show_default=True)
+@click.option("--database-url", default=None,
+              help="Store here (default: SQLite in a temporary directory).")  # fmt: skip
+@click.option("--max-replicas", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--backlog-per-replica", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--duration", type=click.FloatRange(min=1), default=None,
+              help="Stop after this long (default: once drained and scaled in).")  # fmt: skip
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Produce at this rate (default: one burst, as fast as possible).")  # fmt: skip
+@click.option("--live/--no-live", default=None, help="The live status view (default: on a TTY).")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (Redis dir, SQLite).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo(**options: Any) -> None:
+    """The whole system on one machine: throwaway Redis, SQLite, producer, scaled consumers.
+
+    Consumers are local `streamscale consume` processes scaled by the operator's own policy
+    (streamscale.operator.scaling); a mover dead-letters what vanished consumers left behind.
+    Ctrl-C stops everything and cleans up.
+    """
+    from streamscale import demo as d  # noqa: PLC0415
+
+    if options["live"] is None:
+        options["live"] = sys.stdout.isatty()
+    try:
+        code = d.main(d.DemoOptions(**options))
+    except d.DemoError as exc:
+        fail(str(exc))
+    sys.exit(code)
+
+
+def main() -> None:
+    """The console script."""
+    cli(prog_name="streamscale")

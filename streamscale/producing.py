@@ -1,0 +1,179 @@
+"""`streamscale produce`: payloads from a template, written one XADD at a time or pipelined.
+
+The default payload is the seed article's product row (sku, name, price, url, created_at). A
+`--template` is any JSON object whose strings may hold placeholders: `{n}` (the message's number,
+from 0), `{uuid}`, `{now}` (ISO 8601 with the UTC offset), `{rand}` (a float in [0, 1)). A string
+that is exactly one placeholder takes the placeholder's own type (`"{n}"` becomes the number).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from streamscale.consumer.constants import DATA_FIELD
+
+PLACEHOLDER = re.compile(r"\{(n|uuid|now|rand)\}")
+POISON_PREFIX = b"not json: "
+"""A poison message's `data`: undecodable, so every consumer dead-letters it as `invalid`."""
+
+
+class TemplateError(ValueError):
+    """The `--template` is unusable; the text says why."""
+
+
+def parse_template(text: str) -> dict[str, Any]:
+    """A `--template` (JSON object text) checked for shape."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise TemplateError(f"--template is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise TemplateError(
+            f"--template must be a JSON object (the payload), got {type(value).__name__}"
+        )
+    return value
+
+
+def _placeholders(n: int, rng: random.Random) -> dict[str, Any]:
+    return {
+        "n": n,
+        "uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "now": datetime.datetime.now(datetime.UTC).isoformat(),
+        "rand": rng.random(),
+    }
+
+
+def render(template: Any, values: dict[str, Any]) -> Any:
+    """`template` with its placeholders filled in from `values`, recursively."""
+    if isinstance(template, str):
+        whole = PLACEHOLDER.fullmatch(template)
+        if whole:
+            return values[whole.group(1)]
+        return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+    if isinstance(template, dict):
+        return {key: render(value, values) for key, value in template.items()}
+    if isinstance(template, list):
+        return [render(value, values) for value in template]
+    return template
+
+
+def product(n: int, rng: random.Random) -> dict[str, Any]:
+    """The default payload: a product row, as the seed article's scrapers produce them."""
+    return {
+        "sku": f"SKU-{n:08d}",
+        "name": f"Product {n}",
+        "price": round(rng.uniform(0.5, 500.0), 2),
+        "url": f"https://shop.example.com/p/{n}",
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+    }
+
+
+@dataclasses.dataclass
+class Generator:
+    """Stream-entry fields for message number `n`: a payload, or a poison message."""
+
+    template: dict[str, Any] | None = None
+    poison_ratio: float = 0.0
+    seed: int | None = None
+    rng: random.Random = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.poison_ratio <= 1.0:
+            raise TemplateError(f"--poison-ratio must be within [0, 1], got {self.poison_ratio}")
+        self.rng = random.Random(self.seed)
+
+    def fields(self, n: int) -> tuple[dict[str, bytes], bool]:
+        """The entry's fields and whether it is poison."""
+        if self.poison_ratio and self.rng.random() < self.poison_ratio:
+            return {DATA_FIELD: POISON_PREFIX + str(n).encode()}, True
+        if self.template is None:
+            payload = product(n, self.rng)
+        else:
+            payload = render(self.template, _placeholders(n, self.rng))
+        return {DATA_FIELD: orjson.dumps(payload)}, False
+
+
+@dataclasses.dataclass
+class Summary:
+    """What one `produce` run did."""
+
+    stream: str
+    produced: int = 0
+    poison: int = 0
+    seconds: float = 0.0
+    length: int = 0
+    first_id: str | None = None
+    last_id: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.produced / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["rate"] = round(self.rate, 1)
+        doc["seconds"] = round(self.seconds, 3)
+        return doc
+
+
+async def produce(
+    redis: aioredis.Redis,
+    stream: str,
+    count: int,
+    generator: Generator,
+    *,
+    bulk: bool = False,
+    pipeline_size: int = 500,
+    rate: float | None = None,
+    maxlen: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Summary:
+    """Add `count` entries to `stream`; `bulk` pipelines `pipeline_size` XADDs per round trip.
+
+    `rate` (entries per second) paces the run against a fixed schedule, so a slow round trip
+    is caught up rather than accumulated. `maxlen` trims the stream approximately (`MAXLEN ~`).
+    """
+    summary = Summary(stream)
+    started = time.monotonic()
+    chunk = pipeline_size if bulk else 1
+    n = 0
+    while n < count:
+        size = min(chunk, count - n)
+        if rate:
+            ahead = started + n / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        batch = [generator.fields(i) for i in range(n, n + size)]
+        if bulk:
+            async with redis.pipeline(transaction=False) as pipe:
+                for fields, _poison in batch:
+                    pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+                ids = await pipe.execute()
+        else:
+            fields = batch[0][0]
+            ids = [await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)]  # type: ignore[arg-type]
+        summary.first_id = summary.first_id or _text(ids[0])
+        summary.last_id = _text(ids[-1])
+        summary.poison += sum(1 for _fields, poison in batch if poison)
+        n += size
+        summary.produced = n
+        if progress is not None:
+            progress(size)
+    summary.seconds = time.monotonic() - started
+    summary.length = int(await redis.xlen(stream))
+    return summary
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

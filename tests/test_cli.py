@@ -1,0 +1,298 @@
+"""The `streamscale` CLI driven as a user drives it: a subprocess against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import redis.asyncio as aioredis
+from streamscale.consumer import constants as c
+from streamscale.consumer.deadletter import DeadLetter, Scripts
+from streamscale.consumer.streams import as_str
+
+from streamscale import dlq as d
+from streamscale import status as st
+from tests.servers import RedisServer, free_port
+
+STREAMSCALE = str(Path(sys.executable).parent / "streamscale")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(
+    *args: str, redis_url: str | None = None, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+    if redis_url:
+        env["STREAMSCALE_REDIS_URL"] = redis_url
+    return subprocess.run(
+        [STREAMSCALE, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin,
+        timeout=timeout,
+        check=False,
+        cwd=REPO,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+async def dead_letter(
+    redis: aioredis.Redis, stream: str, reasons: list[str], group: str = "g"
+) -> list[str]:
+    """Entries dead-lettered through the consumer's own atomic script; their dead-letter IDs."""
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    for n in range(len(reasons)):
+        await redis.xadd(stream, {"data": orjson.dumps({"n": n})})
+    read = await redis.xreadgroup(group, "worker-1", {stream: ">"}, count=len(reasons))
+    ids = [as_str(entry_id) for entry_id, _fields in read[0][1]]
+    await Scripts(redis).dead_letter(
+        stream,
+        stream + c.DEAD_LETTER_SUFFIX,
+        group,
+        [DeadLetter(i, r, f"because {r}") for i, r in zip(ids, reasons, strict=True)],
+    )
+    return [as_str(e[0]) for e in await redis.xrange(stream + c.DEAD_LETTER_SUFFIX)]
+
+
+async def test_produce_stream_mode_writes_product_payloads(redis_server: RedisServer, redis, names):
+    stream = names("products")
+    summary = json.loads(
+        ok(cli("produce", "--stream", stream, "-c", "40", "--json", redis_url=redis_server.url))
+    )
+    assert summary["produced"] == 40 and summary["poison"] == 0 and summary["length"] == 40
+    entries = await redis.xrange(stream)
+    payloads = [orjson.loads(fields[b"data"]) for _id, fields in entries]
+    assert [p["sku"] for p in payloads] == [f"SKU-{n:08d}" for n in range(40)]
+    assert set(payloads[0]) == {"sku", "name", "price", "url", "created_at"}
+    assert payloads[0]["created_at"].endswith("+00:00")  # ISO 8601 with the offset
+
+
+async def test_produce_bulk_mode_template_poison_and_maxlen(redis_server, redis, names):
+    stream = names("bulk")
+    template = '{"order": "{n}", "ref": "o-{n}-{uuid}", "at": "{now}", "tags": ["{n}"]}'
+    out = ok(
+        cli(
+            "produce",
+            "--stream",
+            stream,
+            "-c",
+            "1000",
+            "--mode",
+            "bulk",
+            "--pipeline",
+            "128",
+            "--template",
+            template,
+            "--poison-ratio",
+            "0.2",
+            "--seed",
+            "7",
+            "--no-progress",
+            redis_url=redis_server.url,
+        )
+    )
+    assert "produced 1000 entries" in out and "bulk mode" in out
+    entries = await redis.xrange(stream)
+    assert len(entries) == 1000
+    poison = [f for _id, f in entries if f[b"data"].startswith(b"not json")]
+    good = [orjson.loads(f[b"data"]) for _id, f in entries if not f[b"data"].startswith(b"not")]
+    assert f"({len(poison)} poison)" in out
+    assert 120 < len(poison) < 280
+    assert all(isinstance(p["order"], int) and p["tags"] == [p["order"]] for p in good)
+    assert good[0]["ref"].startswith(f"o-{good[0]['order']}-")
+
+    trimmed = names("trimmed")
+    ok(cli("produce", "--stream", trimmed, "-c", "3000", "--mode", "bulk", "--maxlen", "500",
+           "--no-progress", redis_url=redis_server.url))  # fmt: skip
+    assert await redis.xlen(trimmed) < 1500  # MAXLEN ~ trims whole nodes, approximately
+
+
+def test_produce_rate_paces_the_run(redis_server, names):
+    summary = json.loads(
+        ok(
+            cli(
+                "produce",
+                "--stream",
+                names("slow"),
+                "-c",
+                "21",
+                "--rate",
+                "40",
+                "--json",
+                redis_url=redis_server.url,
+            )
+        )
+    )
+    assert summary["seconds"] >= 0.45  # 21 entries at 40/s: the last one at 0.5 s
+
+
+async def test_status_once_shows_lag_pending_consumers_and_dead_letters(redis_server, redis, names):
+    stream = names("orders")
+    await dead_letter(redis, stream, ["invalid", "max-deliveries"])
+    for n in range(10):
+        await redis.xadd(stream, {"data": orjson.dumps({"n": n})})
+    await redis.xreadgroup("g", "worker-2", {stream: ">"}, count=3)  # 3 pending, 7 unread
+
+    doc = json.loads(ok(cli("status", "--once", "--json", "--stream", stream, "--interval", "0",
+                            redis_url=redis_server.url)))  # fmt: skip
+    [row] = doc["streams"]
+    assert row["stream"] == stream and row["length"] == 12
+    assert row["dead_letter_length"] == 2
+    [group] = row["groups"]
+    assert group["name"] == "g" and group["lag"] == 7 and group["lag_source"] == "xinfo"
+    assert group["pending"] == 3
+    consumers = {co["name"]: co["pending"] for co in group["consumers"]}
+    assert consumers == {"worker-1": 0, "worker-2": 3}
+
+    text = ok(cli("status", "--once", "--stream", stream, "--interval", "0",
+                  redis_url=redis_server.url))  # fmt: skip
+    assert stream in text and "worker-2" in text and "dead letters" in text
+
+
+async def test_status_marks_a_null_lag_as_estimated(redis_server, redis, names):
+    stream = names("holes")
+    ids = [await redis.xadd(stream, {"n": str(n)}) for n in range(6)]
+    await redis.xgroup_create(stream, "g", id="0")
+    await redis.xreadgroup("g", "w", {stream: ">"}, count=1)
+    await redis.xdel(stream, ids[3])  # a hole among the unread entries: XINFO says lag NULL
+
+    doc = json.loads(ok(cli("status", "--once", "--json", "--stream", stream, "--interval", "0",
+                            redis_url=redis_server.url)))  # fmt: skip
+    group = doc["streams"][0]["groups"][0]
+    assert group["lag"] == 4 and group["lag_source"] == "estimate" and group["lag_exact"]
+    text = ok(cli("status", "--once", "--stream", stream, "--interval", "0",
+                  redis_url=redis_server.url))  # fmt: skip
+    assert "4*" in text and "lag is NULL" in text
+
+
+async def test_status_throughput_is_entries_read_per_second(redis, names):
+    stream = names("rate")
+    for n in range(50):
+        await redis.xadd(stream, {"n": str(n)})
+    await redis.xgroup_create(stream, "g", id="0")
+    first = await st.collect(redis, [stream])
+    await redis.xreadgroup("g", "w", {stream: ">"}, count=40)
+    await asyncio.sleep(0.2)
+    second = await st.collect(redis, [stream], first)
+    rate = second.streams[0].groups[0].throughput
+    assert rate is not None and 40 / 0.5 < rate <= 40 / 0.2
+
+
+async def test_dlq_list_show_filter_by_reason(redis_server, redis, names):
+    stream = names("orders")
+    dl_ids = await dead_letter(redis, stream, ["invalid", "max-deliveries", "invalid"])
+
+    doc = json.loads(ok(cli("dlq", "list", "--stream", stream, "--reason", "invalid", "--json",
+                            redis_url=redis_server.url)))  # fmt: skip
+    assert doc["length"] == 3
+    assert [e["id"] for e in doc["entries"]] == [dl_ids[0], dl_ids[2]]
+    assert doc["entries"][0]["fields"]["x-error"] == "because invalid"
+
+    text = ok(cli("dlq", "list", "--stream", stream, redis_url=redis_server.url))
+    assert "max-deliveries" in text and dl_ids[1] in text
+
+    shown = ok(cli("dlq", "show", dl_ids[1], "--stream", stream, redis_url=redis_server.url))
+    assert "x-reason: max-deliveries" in shown and "x-consumer: worker-1" in shown
+
+    missing = cli("dlq", "show", "1-1", "--stream", stream, redis_url=redis_server.url)
+    assert missing.returncode == 1 and "no entry 1-1" in missing.stderr
+
+
+async def test_dlq_replay_once_and_never_twice(redis_server, redis, names):
+    stream = names("orders")
+    dl_ids = await dead_letter(redis, stream, ["invalid", "max-deliveries"])
+    before = await redis.xlen(stream)
+
+    out = ok(cli("dlq", "replay", dl_ids[0], "--stream", stream, redis_url=redis_server.url))
+    assert f"{dl_ids[0]} -> {stream}" in out and "replayed 1 of 1" in out
+    again = cli("dlq", "replay", dl_ids[0], "--stream", stream, redis_url=redis_server.url)
+    assert again.returncode == 1 and "already replayed as" in again.stdout
+
+    assert await redis.xlen(stream) == before + 1
+    new_id, fields = (await redis.xrevrange(stream, count=1))[0]
+    # The original fields come back, without the x-* dead-letter fields, pointing to where
+    # they came from.
+    assert fields == {b"data": b'{"n":0}', c.X_REPLAYED_FROM.encode(): dl_ids[0].encode()}
+    assert [as_str(e[0]) for e in await redis.xrange(stream + ":dlq")] == [dl_ids[1]]
+    assert new_id.decode() in again.stdout
+
+
+async def test_concurrent_replays_replay_each_entry_exactly_once(redis, names):
+    stream = names("orders")
+    dl_ids = await dead_letter(redis, stream, ["invalid"] * 30)
+    before = await redis.xlen(stream)
+    dlq = stream + ":dlq"
+    runs = await asyncio.gather(*(d.replay(redis, dlq, dl_ids[::step]) for step in (1, 1, 2, 3)))
+    replayed = [o.id for run in runs for o in run if o.status == d.STATUS_REPLAYED]
+    assert sorted(replayed) == sorted(dl_ids)
+    assert await redis.xlen(stream) == before + 30
+    assert await redis.xlen(dlq) == 0
+
+
+async def test_dlq_replay_all_by_reason_and_purge(redis_server, redis, names):
+    stream = names("orders")
+    await dead_letter(redis, stream, ["invalid", "max-deliveries", "invalid", "idle"])
+    out = ok(cli("dlq", "replay", "--all", "--reason", "invalid", "--stream", stream,
+                 redis_url=redis_server.url))  # fmt: skip
+    assert "replayed 2 of 2" in out
+    assert await redis.xlen(stream + ":dlq") == 2
+
+    refused = cli("dlq", "purge", "--all", "--stream", stream, redis_url=redis_server.url)
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert await redis.xlen(stream + ":dlq") == 2
+
+    out = ok(cli("dlq", "purge", "--all", "--reason", "idle", "--yes", "--stream", stream,
+                 redis_url=redis_server.url))  # fmt: skip
+    assert "purged 1 entries" in out
+    out = ok(cli("dlq", "purge", "--all", "--yes", "--stream", stream, redis_url=redis_server.url))
+    assert "purged 1 entries" in out
+    assert await redis.xlen(stream + ":dlq") == 0
+
+
+def test_unreachable_redis_says_what_to_do_without_a_traceback():
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    for args in (["produce", "-c", "1"], ["status", "--once"], ["dlq", "list"]):
+        result = cli(*args, redis_url=url)
+        assert result.returncode == 1, args
+        assert "cannot reach Redis at" in result.stderr and "--redis-url" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_bad_input_is_explained():
+    bad_url = cli("produce", "--redis-url", "http://nope")
+    assert bad_url.returncode == 1 and "invalid Redis URL" in bad_url.stderr
+
+    bad_count = cli("produce", "--count", "many")
+    assert bad_count.returncode == 2 and "'many' is not a valid integer" in bad_count.stderr
+
+    bad_template = cli("produce", "--template", "{oops")
+    assert bad_template.returncode == 1 and "--template is not valid JSON" in bad_template.stderr
+
+    for handler, text in [
+        ("not_a_module_xyz:handle", "cannot import 'not_a_module_xyz'"),
+        ("examples.ai_service:nope", "has no attribute 'nope'"),
+        ("no-colon", "not an import path"),
+    ]:
+        result = cli("consume", "--handler", handler)
+        assert result.returncode == 1 and text in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+    bad_setting = cli("consume", "--batch-size", "0")
+    assert bad_setting.returncode == 1
+    assert "STREAMSCALE_BATCH_SIZE / --batch-size" in bad_setting.stderr
+
+    both = cli("dlq", "replay", "1-0", "--all")
+    assert both.returncode == 2 and "not both" in both.stderr
+
+    no_scope = cli("operate")
+    assert no_scope.returncode == 2 and "--all-namespaces" in no_scope.stderr
