@@ -58,6 +58,7 @@ from streamscale.consumer.constants import DATA_FIELD, REPLY_TO_FIELD
 from streamscale.consumer.messages import Message
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import SinkResult, TransientError
+from streamscale.consumer.sinks.models import ConfigError
 from streamscale.consumer.streams import StreamId
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Reject(Exception):  # the name says what the handler does with the message
     """Raise from a handler: this message can never succeed; dead-letter it now as `invalid`."""
 
 
-class HandlerError(Exception):
+class HandlerError(ConfigError):
     """The handler named in the settings cannot be used; the text says why and what to do."""
 
 
