@@ -1,0 +1,33 @@
+{{/*
+The rules in two blocks: what kopf itself needs, and what streamscale needs. No wildcards: every
+group, resource and verb is named. The same streamscale block serves the ClusterRole and the Roles.
+*/}}
+{{- define "streamscale.rbac.operatorRules" -}}
+# --- streamscale: what the operator itself needs ---
+# The StreamConsumers it reconciles: read, watch, add its finalizer and annotations, write status.
+- apiGroups: ["streamscale.io"]
+  resources: ["streamconsumers"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["streamscale.io"]
+  resources: ["streamconsumers/status"]
+  verbs: ["get", "patch", "update"]
+# The consumer Deployment of each StreamConsumer: created, scaled and deleted by the operator.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Consumer pods: a group consumer whose pod is gone is cleaned up, never one that still runs.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+# spec.redis.urlSecretRef: the Redis URL of a StreamConsumer (read only, never listed).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Scaling and dead-letter Events on the StreamConsumer.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
