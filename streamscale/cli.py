@@ -231,8 +231,7 @@ def operate(namespaces: tuple[str, ...], all_namespaces: bool) -> None:
         running = importlib.import_module("streamscale.operator.running")
     except ImportError as exc:
         fail(f"the operator is not available in this installation ({exc})")
-    code = running.run(namespaces=list(namespaces), clusterwide=all_namespaces)
-    sys.exit(code or 0)
+    running.run(list(namespaces), all_namespaces)
 
 
 # produce ------------------------------------------------------------------------------------

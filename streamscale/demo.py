@@ -1,0 +1,391 @@
+"""`streamscale demo`: the whole system on one machine.
+
+A throwaway redis-server (temporary directory, no persistence), SQLite in the same directory
+(or `--database-url`), a burst of product messages with a few poison ones, and consumer
+processes (`python -m streamscale.consumer`) scaled by the operator's own policy
+(`streamscale.operator.scaling`) through a local-process `Actuator`. The operator's dead-letter
+mover (`streamscale.operator.reclaiming`) runs too, for consumers that vanished. The run ends
+when the burst is drained and the consumers are scaled back to zero (or after `--duration`),
+with a summary: produced, stored, dead-lettered, peak replicas, duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import shutil
+import signal
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from streamscale import producing
+from streamscale import status as st
+from streamscale.consumer import streams as s
+from streamscale.consumer.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE
+from streamscale.consumer.deadletter import Scripts
+from streamscale.local import LocalConsumers, LocalError, RedisProcess
+from streamscale.operator import scaling
+
+STREAM = "orders"
+GROUP = "order-writers"
+POLL_SECONDS = 0.5
+MOVER_SECONDS = 2.0
+STABILIZATION_SECONDS = 3.0
+"""Much shorter than the operator's default 60 s, so a demo scales in while you watch."""
+CLAIM_IDLE_MS = 3_000
+MAX_DELIVERIES = 3
+DRAIN_TIMEOUT_SECONDS = 300.0
+"""Without --duration, give up (exit 1) if the burst is not drained by then."""
+EXIT_INTERRUPTED = 130
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run; the text says what to do."""
+
+
+@dataclasses.dataclass
+class DemoOptions:
+    count: int = 20_000
+    poison_ratio: float = 0.001
+    database_url: str | None = None
+    max_replicas: int = 4
+    backlog_per_replica: int = 2_000
+    duration: float | None = None
+    rate: float | None = None
+    live: bool = False
+    keep: bool = False
+    as_json: bool = False
+
+
+@dataclasses.dataclass
+class DemoState:
+    """What the live view and the summary show."""
+
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    produced: int = 0
+    poison: int = 0
+    producing_done: bool = False
+    backlog: int = 0
+    replicas: int = 0
+    desired: int = 0
+    peak_replicas: int = 0
+    scale_events: list[str] = dataclasses.field(default_factory=list)
+    reclaimed: int = 0
+    removed_consumers: int = 0
+    snapshot: st.Snapshot | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+async def count_stored(database_url: str, stream: str) -> int | None:
+    """Rows of the built-in table for `stream`; None when the database cannot say."""
+    try:
+        if database_url.startswith("sqlite"):
+            path = database_url.split(":///", 1)[1]
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+                row = db.execute(
+                    f"SELECT count(*) FROM {EVENTS_TABLE} WHERE stream = ?",  # noqa: S608
+                    (stream,),
+                ).fetchone()
+            return int(row[0])
+        import asyncpg  # noqa: PLC0415
+
+        dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            value = await conn.fetchval(
+                f"SELECT count(*) FROM {EVENTS_TABLE} WHERE stream = $1",  # noqa: S608
+                stream,
+            )
+            return int(value)
+        finally:
+            await conn.close()
+    except Exception:
+        return None
+
+
+async def backlog_of(redis: aioredis.Redis) -> tuple[int, s.GroupInfo | None]:
+    """lag + pending of the demo's group (lag estimated when Redis reports NULL)."""
+    info = await s.group_info(redis, STREAM, GROUP)
+    if info is None:
+        return 0, None
+    lag = info.lag
+    if lag is None:
+        lag, _exact = await s.estimate_unread(redis, STREAM, info)
+    return lag + info.pending, info
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, console: Console) -> None:
+        self.options = options
+        self.console = console
+        self.state = DemoState()
+        self.policy = scaling.Policy(
+            min_replicas=0,
+            max_replicas=options.max_replicas,
+            backlog_per_replica=options.backlog_per_replica,
+            stabilization_seconds=STABILIZATION_SECONDS,
+        )
+        self.scaling_state = scaling.ScalingState()
+        self.stop = asyncio.Event()
+        self.drained = False
+
+    async def produce(self, redis: aioredis.Redis) -> None:
+        generator = producing.Generator(None, self.options.poison_ratio, seed=None)
+
+        def progress(n: int) -> None:
+            self.state.produced += n
+
+        summary = await producing.produce(
+            redis,
+            STREAM,
+            self.options.count,
+            generator,
+            bulk=True,
+            pipeline_size=200,
+            rate=self.options.rate,
+            progress=progress,
+        )
+        self.state.poison = summary.poison
+        self.state.producing_done = True
+
+    async def scale(self, redis: aioredis.Redis, actuator: LocalConsumers) -> None:
+        while not self.stop.is_set():
+            backlog, _info = await backlog_of(redis)
+            decision = await scaling.step(
+                actuator, self.policy, self.scaling_state, backlog=backlog, now=time.monotonic()
+            )
+            self.state.backlog = backlog
+            self.state.desired = decision.desired
+            self.state.replicas = await actuator.get_replicas()
+            self.state.peak_replicas = max(self.state.peak_replicas, actuator.peak)
+            if decision.direction is not None:
+                self.state.scale_events.append(
+                    f"{self.state.elapsed():5.1f}s {decision.current} -> {decision.target}:"
+                    f" {decision.reason}"
+                )
+            if actuator.crashed:
+                raise DemoError("a consumer process failed: " + "; ".join(actuator.crashed))
+            if (
+                self.options.duration is None
+                and self.state.producing_done
+                and backlog == 0
+                and self.state.replicas == 0
+                and not actuator.alive_names()
+            ):
+                self.drained = True
+                self.stop.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), POLL_SECONDS)
+
+    async def reclaim(self, redis: aioredis.Redis, actuator: LocalConsumers) -> None:
+        """The operator's dead-letter mover, with the local processes standing in for pods."""
+        try:
+            from streamscale.operator import reclaiming  # noqa: PLC0415
+        except ImportError as exc:
+            self.state.scale_events.append(f"dead-letter mover unavailable: {exc}")
+            return
+        scripts = Scripts(redis)
+        rules = reclaiming.Rules(max_deliveries=MAX_DELIVERIES, idle_ms=60_000)
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), MOVER_SECONDS)
+            if await s.group_info(redis, STREAM, GROUP) is None:
+                continue
+            result = await reclaiming.reclaim(
+                scripts,
+                STREAM,
+                GROUP,
+                STREAM + DEAD_LETTER_SUFFIX,
+                consumers=await s.consumer_infos(redis, STREAM, GROUP),
+                pods=actuator.alive_names(),
+                rules=rules,
+            )
+            self.state.reclaimed += result.total
+            self.state.removed_consumers += len(result.removed)
+
+    async def watch(self, redis: aioredis.Redis) -> None:
+        while not self.stop.is_set():
+            self.state.snapshot = await st.collect(redis, [STREAM], self.state.snapshot)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 0.5)
+
+    def view(self) -> Group:
+        state = self.state
+        facts = Table.grid(padding=(0, 2))
+        facts.add_row(
+            f"elapsed {state.elapsed():.1f}s",
+            f"produced {state.produced}/{self.options.count}",
+            f"backlog {state.backlog}",
+            f"replicas {state.replicas} (desired {state.desired}, peak {state.peak_replicas})",
+            f"reclaimed {state.reclaimed}",
+        )
+        parts: list[Any] = [facts]
+        if state.snapshot is not None:
+            parts.append(st.table(state.snapshot, title=None))
+        parts.extend(f"[dim]{line}[/dim]" for line in state.scale_events[-5:])
+        return Group(*parts)
+
+    async def run(self, redis_url: str, database_url: str, log_dir: Path) -> dict[str, Any]:
+        redis = s.connect(redis_url)
+        env = {
+            "STREAMSCALE_REDIS_URL": redis_url,
+            "STREAMSCALE_DATABASE_URL": database_url,
+            "STREAMSCALE_STREAM": STREAM,
+            "STREAMSCALE_GROUP": GROUP,
+            "STREAMSCALE_CONCURRENCY": "1",
+            "STREAMSCALE_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
+            "STREAMSCALE_MAX_DELIVERIES": str(MAX_DELIVERIES),
+            "STREAMSCALE_SHUTDOWN_GRACE_SECONDS": "10",
+            "STREAMSCALE_LOG_FORMAT": "console",
+        }
+        actuator = LocalConsumers(env, log_dir)
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            await s.ensure_group(redis, STREAM, GROUP, "0")
+            tasks = [
+                asyncio.create_task(self.produce(redis), name="producer"),
+                asyncio.create_task(self.scale(redis, actuator), name="scaler"),
+                asyncio.create_task(self.reclaim(redis, actuator), name="mover"),
+                asyncio.create_task(self.watch(redis), name="status"),
+            ]
+            deadline = self.options.duration or DRAIN_TIMEOUT_SECONDS
+            live = (
+                Live(self.view(), console=self.console, refresh_per_second=4)
+                if self.options.live
+                else contextlib.nullcontext()
+            )
+            with live as view:
+                end = time.monotonic() + deadline
+                while not self.stop.is_set() and time.monotonic() < end:
+                    for task in tasks:
+                        if task.done() and task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+                    if view is not None:
+                        view.update(self.view())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), 0.25)
+                self.stop.set()
+                if view is not None:
+                    view.update(self.view())
+        finally:
+            self.stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(actuator.stop_all)
+            self.state.peak_replicas = max(self.state.peak_replicas, actuator.peak)
+        try:
+            dead_lettered = int(await redis.xlen(STREAM + DEAD_LETTER_SUFFIX))
+            backlog, _ = await backlog_of(redis)
+        finally:
+            await redis.aclose()
+        stored = await count_stored(database_url, STREAM)
+        return {
+            "produced": self.state.produced,
+            "poison": self.state.poison,
+            "stored": stored,
+            "dead_lettered": dead_lettered,
+            "backlog_left": backlog,
+            "peak_replicas": self.state.peak_replicas,
+            "consumer_processes_started": actuator.started,
+            "scale_events": self.state.scale_events,
+            "reclaimed_by_mover": self.state.reclaimed,
+            "duration_seconds": round(self.state.elapsed(), 2),
+            "drained": self.drained,
+            "database_url": database_url,
+        }
+
+
+def render_summary(summary: dict[str, Any], console: Console) -> None:
+    grid = Table(title="streamscale demo", title_justify="left", show_header=False)
+    grid.add_column(style="bold")
+    grid.add_column(justify="right")
+    stored = summary["stored"]
+    rows = [
+        ("produced", f"{summary['produced']} ({summary['poison']} poison)"),
+        ("stored", "unknown" if stored is None else str(stored)),
+        ("dead-lettered", str(summary["dead_lettered"])),
+        ("left in the stream", str(summary["backlog_left"])),
+        ("peak replicas", str(summary["peak_replicas"])),
+        ("consumer processes started", str(summary["consumer_processes_started"])),
+        ("duration", f"{summary['duration_seconds']:.1f}s"),
+        ("drained", "yes" if summary["drained"] else "no"),
+    ]
+    for row in rows:
+        grid.add_row(*row)
+    console.print(grid)
+    for line in summary["scale_events"]:
+        console.print(f"  scale {line}")
+
+
+async def _main(options: DemoOptions, workdir: Path, console: Console) -> dict[str, Any]:
+    redis_server = RedisProcess(workdir)
+    redis_server.start()
+    try:
+        database_url = options.database_url or f"sqlite:///{workdir / 'demo.db'}"
+        if not options.live and not options.as_json:
+            console.print(
+                f"redis {redis_server.url}, database {database_url}, logs in {workdir}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        demo = Demo(options, console)
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        # Ctrl-C and SIGTERM cancel the run; its cleanup stops every child in order.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if task is not None:
+                loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await demo.run(redis_server.url, database_url, workdir)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+    finally:
+        redis_server.stop()
+
+
+def main(options: DemoOptions) -> int:
+    """Run the demo; the exit code (0: everything produced was stored or dead-lettered)."""
+    console = Console(stderr=options.as_json)
+    workdir = Path(tempfile.mkdtemp(prefix="streamscale-demo-"))
+    try:
+        try:
+            summary = asyncio.run(_main(options, workdir, console))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            console.print("interrupted: every child process was stopped")
+            return EXIT_INTERRUPTED
+        except LocalError as exc:
+            raise DemoError(str(exc)) from None
+        if options.as_json:
+            print(json.dumps(summary, indent=2))
+        else:
+            render_summary(summary, console)
+        accounted = summary["stored"] is not None and (
+            summary["stored"] + summary["dead_lettered"] == summary["produced"]
+        )
+        if options.duration is None and not (summary["drained"] and accounted):
+            console.print(
+                "[red]the demo did not account for every message (see the consumer logs in"
+                f" {workdir}, kept)[/red]"
+            )
+            options.keep = True
+            return 1
+        return 0
+    finally:
+        if options.keep:
+            console.print(f"kept {workdir}", highlight=False)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""`streamscale demo` end to end: a short run drains, scales out and in, and cleans up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+STREAMSCALE = str(Path(sys.executable).parent / "streamscale")
+
+
+def children(pid: int) -> set[int]:
+    """PIDs whose parent is `pid` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            if ppid == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def demo_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+
+
+def test_demo_short_run_stores_or_dead_letters_everything_and_scales(tmp_path):
+    result = subprocess.run(
+        [STREAMSCALE, "demo", "--count", "3000", "--poison-ratio", "0.01",
+         "--backlog-per-replica", "1000", "--max-replicas", "3", "--no-live", "--json"],
+        capture_output=True, text=True, timeout=110, env=demo_env(), cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["produced"] == 3000 and summary["drained"] is True
+    assert summary["stored"] + summary["dead_lettered"] == 3000
+    assert summary["dead_lettered"] == summary["poison"] > 0
+    assert summary["backlog_left"] == 0
+    assert summary["peak_replicas"] == 3
+    assert any("-> 0" in line for line in summary["scale_events"])  # scaled back in
+    assert summary["duration_seconds"] < 100
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_the_demo_stops_every_child(tmp_path, signum):
+    proc = subprocess.Popen(
+        [STREAMSCALE, "demo", "--count", "500000", "--rate", "20000", "--no-live"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=demo_env(), cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        # redis-server and at least one consumer process are running.
+        assert wait_for(lambda: len(children(proc.pid)) >= 2, 30)
+        kids = children(proc.pid)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in out + err
+    assert wait_for(lambda: not any(alive(pid) for pid in kids), 10)
+
+
+def test_a_killed_demo_leaves_no_process_behind(tmp_path):
+    proc = subprocess.Popen(
+        [STREAMSCALE, "demo", "--count", "500000", "--rate", "20000", "--no-live"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=demo_env(), cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: len(children(proc.pid)) >= 2, 30)
+        kids = children(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    # The parent-death signal reaches redis-server and the consumers.
+    assert wait_for(lambda: not any(alive(pid) for pid in kids), 30)
