@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 from streamscale.consumer.streams import connect
 
 from tests.servers import PostgresServer, RedisServer, running_postgres, running_redis
+
+
+def _set_loop(policy: asyncio.AbstractEventLoopPolicy) -> asyncio.AbstractEventLoop | None:
+    """The policy's current loop, without creating one (the default policy's private slot)."""
+    return getattr(getattr(policy, "_local", None), "_loop", None)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """Close the event loop looptime 0.9 creates (and leaves open) around a sync test.
+
+    looptime asks the loop policy for a loop even in sync tests; the policy makes a new one,
+    whose ResourceWarning then fails whichever async test runs next (warnings are errors).
+    """
+    if inspect.iscoroutinefunction(pyfuncitem.obj):
+        return (yield)
+    policy = asyncio.get_event_loop_policy()
+    before = _set_loop(policy)
+    try:
+        return (yield)
+    finally:
+        after = _set_loop(policy)
+        if after is not None and after is not before and not after.is_running():
+            after.close()
+            policy.set_event_loop(before)
 
 
 @pytest.fixture(scope="session")
