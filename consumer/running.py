@@ -106,6 +106,32 @@ class Processor:
         self.metrics.dead_lettered.inc(len(dead))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
+    async def process_redelivered(self, consumer: str, entries: list[Entry]) -> None:
+        """Process entries delivered before, dead-lettering those delivered too often.
+
+        Both claimed entries and a restarted consumer's own pending entries count: a message
+        that crashes the process would otherwise come back after every restart, for ever.
+        """
+        s = self.settings
+        counts = {
+            e.id: e.deliveries
+            for e in await pending_entries(
+                self.redis, s.stream, s.group, count=len(entries) + 2 * s.batch_size,
+                start=entries[0][0], end=entries[-1][0], consumer=consumer,
+            )
+        }  # fmt: skip
+        exhausted = [e for e in entries if counts.get(e[0], 0) > s.max_deliveries]
+        if exhausted:
+            error = f"delivered more than {s.max_deliveries} times without being acked"
+            result = await self.scripts.dead_letter(
+                s.stream, s.dead_letter, s.group,
+                [DeadLetter(e[0], c.REASON_MAX_DELIVERIES, error) for e in exhausted],
+            )  # fmt: skip
+            self.metrics.dead_lettered.inc(result.dead_lettered)
+        retry = [e for e in entries if counts.get(e[0], 0) <= s.max_deliveries]
+        if retry:
+            await self.process(consumer, retry)
+
     async def _write(self, messages: list[Any]) -> SinkResult:
         backoff = Backoff(base=0.2, cap=10.0)
         while True:
@@ -180,7 +206,9 @@ class Reader:
                         cursor = None
                         continue
                     cursor = entries[-1][0]
-                if entries:
+                if cursor is not None:
+                    await self.p.process_redelivered(self.consumer, entries)
+                elif entries:
                     await self.p.process(self.consumer, entries)
             except GaveUp:
                 return
@@ -275,32 +303,11 @@ class Claimer:
                 self.p.metrics.dead_lettered.inc(len(deleted))
             if entries:
                 taken += len(entries)
-                await self._handle(entries)
+                self.p.metrics.retried.inc(len(entries))
+                await self.p.process_redelivered(self.consumer, entries)
             if cursor == "0-0":
                 break
         return taken
-
-    async def _handle(self, entries: list[Entry]) -> None:
-        s = self.settings
-        counts = {
-            e.id: e.deliveries
-            for e in await pending_entries(
-                self.p.redis, s.stream, s.group, count=len(entries) + 2 * s.batch_size,
-                start=entries[0][0], end=entries[-1][0], consumer=self.consumer,
-            )
-        }  # fmt: skip
-        exhausted = [e for e in entries if counts.get(e[0], 0) > s.max_deliveries]
-        if exhausted:
-            error = f"delivered {s.max_deliveries} times without being acked"
-            result = await self.p.scripts.dead_letter(
-                s.stream, s.dead_letter, s.group,
-                [DeadLetter(e[0], c.REASON_MAX_DELIVERIES, error) for e in exhausted],
-            )  # fmt: skip
-            self.p.metrics.dead_lettered.inc(result.dead_lettered)
-        retry = [e for e in entries if counts.get(e[0], 0) <= s.max_deliveries]
-        if retry:
-            self.p.metrics.retried.inc(len(retry))
-            await self.p.process(self.consumer, retry)
 
 
 async def leave_group(processor: Processor, consumers: list[str]) -> None:

@@ -48,7 +48,8 @@ def id_key(entry_id: StreamId) -> tuple[int, int]:
 
 def is_nogroup(exc: BaseException) -> bool:
     """True when Redis says the stream or the group does not exist (e.g. it restarted empty)."""
-    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+    # Inside a Lua script the error arrives wrapped ("ERR Error running script ... NOGROUP").
+    return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
 
 
 def is_busygroup(exc: BaseException) -> bool:

@@ -319,3 +319,37 @@ def test_metrics_endpoint_exports_the_design_names(
         assert name in text
     assert sample(text, "dead_lettered") == 1.0
     assert sample(text, "retried") == 0.0
+
+
+@pytest.mark.timeout(60)
+def test_own_pending_entries_delivered_too_often_are_dead_lettered_after_restart(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    """A message that crashes its consumer comes back after every restart: not for ever."""
+    stream = names("products")
+    client.xgroup_create(stream, "writers", id="0", mkstream=True)
+    ids = produce(client, stream, (product(n) for n in range(10)))
+    client.xreadgroup("writers", "pod-c", {stream: ">"}, count=10)
+    for _ in range(4):  # as if pod-c had crashed on ids[:3] four more times
+        client.xreadgroup("writers", "pod-c", {stream: "0"}, count=3)
+    consumer = ConsumerProcess(
+        **settings(
+            redis_server.url,
+            database_url,
+            stream,
+            consumer="pod-c",
+            concurrency=1,
+            max_deliveries=3,
+        )
+    ).start()
+    try:
+        wait_until(lambda: client.xinfo_groups(stream)[0]["pending"] == 0, 30, 0.2, "drained")
+    finally:
+        consumer.terminate()
+    db = database_url.rsplit("/", 1)[1]
+    assert set(postgres_server.psql("SELECT stream_id FROM products", db).split()) == set(ids[3:])
+    dead = dead_letters(client, stream)
+    assert set(dead) == set(ids[:3])
+    assert {d["x-reason"] for d in dead.values()} == {"max-deliveries"}
+    assert {d["x-consumer"] for d in dead.values()} == {"pod-c"}
