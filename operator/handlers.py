@@ -1,0 +1,96 @@
+"""The kopf handlers: small and typed; the work is in `reconciling.py`.
+
+Handlers are registered into an explicit registry (not kopf's global one), so a test can run a
+fresh operator against its own Kubernetes emulator, and `running.py` another for production.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+from streamscale.operator import constants as c
+from streamscale.operator import metrics as m
+from streamscale.operator.reconciling import Poller, Runtime
+from streamscale.operator.specs import SpecError, parse
+
+logger = logging.getLogger(__name__)
+
+Login = Callable[..., Awaitable[kopf.ConnectionInfo | None] | kopf.ConnectionInfo | None]
+RESOURCE = (c.GROUP, c.VERSION, c.PLURAL)
+
+
+def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, then the kubeconfig (kopf's own minimal logins)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+def register(
+    registry: kopf.OperatorRegistry, runtime: Runtime, *, login: Login = default_login
+) -> None:
+    """Register every handler of the operator into `registry`, sharing `runtime`."""
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=c.GROUP, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = c.FINALIZER
+        # Cleanup is the owner references' job: no deletion handler, so no finalizer to block
+        # a namespace deletion while the operator is down.
+        settings.execution.max_workers = 4
+        settings.scanning.disabled = not runtime.settings.scanning
+
+    @kopf.on.login(registry=registry)
+    async def authenticate(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        result = login(**kwargs)
+        info = await result if isinstance(result, Awaitable) else result
+        if info is None:
+            raise kopf.LoginError("no Kubernetes credentials: no service account, no kubeconfig")
+        await runtime.login(info)
+        return info
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(**_: Any) -> None:
+        await runtime.close()
+
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
+    async def reconcile(
+        name: str, namespace: str | None, spec: kopf.Spec, body: kopf.Body, reason: str, **_: Any
+    ) -> None:
+        """Create the consumer Deployment, or propagate spec changes to it."""
+        try:
+            parsed = parse(namespace or "", name, spec)
+            deployment = await runtime.ensure_deployment(parsed, body)
+        except SpecError as exc:
+            kopf.warn(body, reason="InvalidSpec", message=str(exc))
+            raise kopf.PermanentError(str(exc)) from exc
+        if deployment is not None and reason == "update":
+            kopf.info(body, reason="Updated", message=f"Deployment {name} follows the new spec")
+
+    @kopf.daemon(*RESOURCE, registry=registry, cancellation_timeout=10.0)
+    async def poll(
+        name: str,
+        namespace: str | None,
+        body: kopf.Body,
+        status: kopf.Status,
+        stopped: kopf.DaemonStopped,
+        **_: Any,
+    ) -> None:
+        """Poll Redis every `spec.scaling.pollSeconds`; scale, dead-letter, trim, report.
+
+        A daemon rather than a kopf timer: the interval is per StreamConsumer and may change
+        with its spec, and `body` here is a live view of the latest version of the object.
+        """
+        poller = Poller(runtime, namespace or "", name, status)
+        try:
+            while not stopped:
+                result = await poller.tick(body)
+                await stopped.wait(result.delay)
+        finally:
+            m.forget(namespace or "", name)

@@ -1,0 +1,37 @@
+"""The operator's Prometheus metrics; every one carries `namespace` and `name`."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+from streamscale.operator import constants as c
+
+LABELS = ("namespace", "name")
+
+GROUP_LAG = Gauge(c.GROUP_LAG, "Entries not yet delivered to the consumer group.", LABELS)
+GROUP_PENDING = Gauge(c.GROUP_PENDING, "Entries delivered but not acknowledged.", LABELS)
+GROUP_CONSUMERS = Gauge(c.GROUP_CONSUMERS, "Consumers registered in the group.", LABELS)
+DESIRED_REPLICAS = Gauge(c.DESIRED_REPLICAS, "Replicas the backlog asks for.", LABELS)
+REPLICAS = Gauge(c.REPLICAS, "Replicas set on the consumer Deployment.", LABELS)
+DEAD_LETTERED = Counter(
+    c.DEAD_LETTERED_TOTAL,
+    "Entries the operator moved to the dead-letter stream.",
+    (*LABELS, "reason"),
+)
+SCALE_EVENTS = Counter(
+    c.SCALE_EVENTS_TOTAL, "Replica changes the operator made.", (*LABELS, "direction")
+)
+POLL_SECONDS = Histogram(
+    c.POLL_SECONDS,
+    "Duration of one poll of a StreamConsumer (Redis, mover, scaling, status).",
+    LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a deleted StreamConsumer's series, so dashboards do not show it forever."""
+    for metric in (GROUP_LAG, GROUP_PENDING, GROUP_CONSUMERS, DESIRED_REPLICAS, REPLICAS):
+        with contextlib.suppress(KeyError):
+            metric.remove(namespace, name)

@@ -1,0 +1,372 @@
+"""The operator's state and the work behind the handlers: Deployments, polls, status.
+
+`Runtime` holds what lives as long as the operator: settings, the Kubernetes client, one Redis
+client per URL. `Poller` holds what lives as long as one StreamConsumer's daemon: the scaling
+window, the dead-letter count, the health. The kopf handlers in `handlers.py` only call these.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from streamscale.consumer.backoff import Backoff
+from streamscale.consumer.deadletter import Scripts
+from streamscale.consumer.streams import connect
+from streamscale.operator import constants as c
+from streamscale.operator import kube as k
+from streamscale.operator import metrics as m
+from streamscale.operator import status as st
+from streamscale.operator.observing import Observation, observe
+from streamscale.operator.reclaiming import Reclaimed, Rules, reclaim
+from streamscale.operator.retention import trim
+from streamscale.operator.scaling import Decision, ScalingState, decide
+from streamscale.operator.settings import OperatorSettings
+from streamscale.operator.specs import ConsumerSpec, SpecError, build_deployment, parse
+
+logger = logging.getLogger(__name__)
+
+SECRET_TTL = 60.0
+"""Seconds a Secret's value is reused before it is read again (rotation takes effect then)."""
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+class Runtime:
+    """What the operator's handlers share: settings, the API client, Redis clients."""
+
+    def __init__(self, settings: OperatorSettings) -> None:
+        self.settings = settings
+        self._kube: k.Kube | None = None
+        self._redis: dict[str, tuple[aioredis.Redis, Scripts]] = {}
+        self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}
+
+    @property
+    def kube(self) -> k.Kube:
+        if self._kube is None:
+            raise RuntimeError("not logged in to Kubernetes yet")
+        return self._kube
+
+    async def login(self, info: kopf.ConnectionInfo) -> None:
+        """Use `info` (what kopf's login handler returned) for the operator's own API calls."""
+        old, self._kube = self._kube, k.Kube(info)
+        if old is not None:
+            await old.close()
+
+    async def close(self) -> None:
+        if self._kube is not None:
+            await self._kube.close()
+            self._kube = None
+        for client, _ in self._redis.values():
+            await client.aclose()
+        self._redis.clear()
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, cached for `SECRET_TTL` seconds."""
+        cache_key = (namespace, name, key)
+        cached = self._secrets.get(cache_key)
+        if cached is not None and time.monotonic() - cached[0] < SECRET_TTL:
+            return cached[1]
+        secret = await self.kube.get(k.secret_path(namespace, name))
+        data = secret.get("data") or {}
+        if key not in data:
+            raise SpecError(f"Secret {name} has no key {key!r}")
+        value = base64.b64decode(data[key]).decode().strip()
+        self._secrets[cache_key] = (time.monotonic(), value)
+        return value
+
+    async def redis_url(self, spec: ConsumerSpec) -> str:
+        """spec.redis.url, else spec.redis.urlSecretRef, else the operator's own URL."""
+        if spec.redis_url:
+            return spec.redis_url
+        if spec.redis_secret:
+            ref = spec.redis_secret
+            return await self.secret_value(spec.namespace, ref.name, ref.key)
+        return self.settings.redis_url.get_secret_value()
+
+    def redis(self, url: str) -> tuple[aioredis.Redis, Scripts]:
+        """One client (and its registered scripts) per Redis URL, shared by StreamConsumers."""
+        if url not in self._redis:
+            client = connect(
+                url,
+                socket_timeout=self.settings.redis_timeout_seconds,
+                max_connections=50,
+            )
+            self._redis[url] = (client, Scripts(client))
+        return self._redis[url]
+
+    async def ensure_deployment(
+        self, spec: ConsumerSpec, body: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Create the owned Deployment, or bring its template in line with the spec.
+
+        `spec.replicas` is never patched here: the poller owns it. With `scaleTargetRef`, the
+        target is someone else's Deployment and only its replicas are ever touched.
+        """
+        if spec.scale_target:
+            return None
+        wanted = build_deployment(
+            spec,
+            body,
+            replicas=spec.policy.min_replicas,
+            default_image=self.settings.consumer_image,
+            default_redis_url=self.settings.redis_url.get_secret_value(),
+        )
+        path = k.deployments_path(spec.namespace, spec.name)
+        existing = await self.kube.get_or_none(path)
+        if existing is None:
+            logger.info("creating Deployment %s/%s", spec.namespace, spec.name)
+            return await self.kube.create(k.deployments_path(spec.namespace), wanted)
+        patch = {"metadata": wanted["metadata"], "spec": dict(wanted["spec"])}
+        del patch["spec"]["replicas"]
+        return await self.kube.merge_patch(path, patch)
+
+    async def live_pods(self, spec: ConsumerSpec, deployment: Mapping[str, Any]) -> set[str]:
+        """Names of the pods (not finished) selected by the Deployment."""
+        match_labels = (deployment.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+        if not match_labels:
+            raise SpecError(f"Deployment {spec.deployment_name} has no selector.matchLabels")
+        listing = await self.kube.get(
+            k.pods_path(spec.namespace), {"labelSelector": k.selector_string(match_labels)}
+        )
+        return {
+            pod["metadata"]["name"]
+            for pod in listing.get("items") or ()
+            if k.matches(pod.get("metadata", {}).get("labels"), match_labels)
+            if (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
+        }
+
+
+@dataclasses.dataclass
+class DeploymentActuator:
+    """The scaling `Actuator` for a Deployment's `spec.replicas`."""
+
+    kube: k.Kube
+    namespace: str
+    name: str
+    body: dict[str, Any] | None = None
+
+    async def get_replicas(self) -> int:
+        self.body = await self.kube.get(k.deployments_path(self.namespace, self.name))
+        return int(self.body.get("spec", {}).get("replicas", 1) or 0)
+
+    async def set_replicas(self, n: int) -> None:
+        path = k.deployments_path(self.namespace, self.name)
+        self.body = await self.kube.merge_patch(path, {"spec": {"replicas": n}})
+
+
+@dataclasses.dataclass
+class PollResult:
+    """What one poll saw and did."""
+
+    observation: Observation | None = None
+    decision: Decision | None = None
+    reclaimed: Reclaimed | None = None
+    trimmed: int = 0
+    error: str | None = None
+    delay: float = c.DEFAULT_POLL_SECONDS
+
+
+class Poller:
+    """One StreamConsumer's poll loop state: `tick()` once per `pollSeconds`."""
+
+    def __init__(
+        self, runtime: Runtime, namespace: str, name: str, status: Mapping[str, Any] | None
+    ) -> None:
+        self.runtime = runtime
+        self.namespace = namespace
+        self.name = name
+        self.state = ScalingState()
+        status = status or {}
+        self.dead_lettered = int(status.get("deadLettered") or 0)
+        self.last_scale_time: str | None = status.get("lastScaleTime")
+        self.conditions: list[dict[str, Any]] = list(status.get("conditions") or ())
+        self.written: dict[str, Any] = {}
+        self.failing: str | None = None
+        self.backoff = Backoff(base=1.0, cap=runtime.settings.error_backoff_cap_seconds)
+        self.rules: Rules | None = None
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+    async def tick(self, body: kopf.Body) -> PollResult:
+        """Poll once: observe, move dead letters, trim, scale, write status and metrics."""
+        started = time.perf_counter()
+        result = PollResult()
+        replicas: int | None = None
+        try:
+            spec = parse(self.namespace, self.name, body.get("spec") or {})
+        except SpecError as exc:
+            await self._fail(body, "InvalidSpec", str(exc), replicas=None)
+            result.error = str(exc)
+            return result
+        result.delay = spec.poll_seconds
+        try:
+            replicas = await self._poll(spec, body, result)
+        except (RedisError, OSError, TimeoutError) as exc:
+            message = f"Redis unreachable ({type(exc).__name__}: {exc}); replicas left unchanged"
+            await self._fail(body, "RedisUnavailable", message, replicas=replicas)
+            result.error = message
+            result.delay = min(self.backoff.next_delay() + spec.poll_seconds, self._cap(spec))
+        except k.KubeError as exc:
+            message = f"Kubernetes API error: {exc}"
+            await self._fail(body, "KubernetesError", message, replicas=replicas)
+            result.error = message
+            result.delay = min(self.backoff.next_delay() + spec.poll_seconds, self._cap(spec))
+        except SpecError as exc:
+            await self._fail(body, "InvalidSpec", str(exc), replicas=replicas)
+            result.error = str(exc)
+        finally:
+            m.POLL_SECONDS.labels(*self.labels).observe(time.perf_counter() - started)
+        return result
+
+    def _cap(self, spec: ConsumerSpec) -> float:
+        return max(spec.poll_seconds, self.runtime.settings.error_backoff_cap_seconds)
+
+    async def _poll(self, spec: ConsumerSpec, body: kopf.Body, result: PollResult) -> int | None:
+        runtime = self.runtime
+        client, scripts = runtime.redis(await runtime.redis_url(spec))
+        policy = spec.policy
+        limit = min(
+            c.ESTIMATE_LIMIT,
+            policy.backlog_per_replica * policy.max_replicas + policy.activation_backlog + 1,
+        )
+        obs = await observe(client, spec.stream, spec.group, estimate_limit=limit)
+        result.observation = obs
+
+        actuator = DeploymentActuator(runtime.kube, spec.namespace, spec.deployment_name)
+        try:
+            current = await actuator.get_replicas()
+        except k.KubeError as exc:
+            if exc.status != 404 or spec.scale_target:
+                raise
+            actuator.body = await runtime.ensure_deployment(spec, body)
+            current = int((actuator.body or {}).get("spec", {}).get("replicas") or 0)
+
+        settings = runtime.settings
+        rules = Rules(
+            max_deliveries=spec.max_deliveries,
+            idle_ms=int(spec.idle_seconds * 1000),
+            min_idle_ms=int(settings.move_min_idle_seconds * 1000),
+        )
+        pods: set[str] | None = None
+        if obs.consumers:
+            try:
+                pods = await runtime.live_pods(spec, actuator.body or {})
+            except k.KubeError as exc:
+                logger.warning("%s/%s: cannot list pods: %s", *self.labels, exc)
+        reclaimed = await reclaim(
+            scripts,
+            spec.stream,
+            spec.group,
+            spec.dead_letter_stream,
+            consumers=list(obs.consumers),
+            pods=pods,
+            rules=rules,
+            max_pages=settings.max_move_pages,
+        )
+        result.reclaimed = reclaimed
+        if reclaimed.total:
+            self.dead_lettered += reclaimed.total
+            for reason, count in reclaimed.dead_lettered.items():
+                m.DEAD_LETTERED.labels(*self.labels, reason).inc(count)
+            counts = ", ".join(f"{n} {r}" for r, n in sorted(reclaimed.dead_lettered.items()))
+            kopf.warn(
+                body,
+                reason="DeadLettered",
+                message=f"moved {reclaimed.total} entries to {spec.dead_letter_stream} ({counts})",
+            )
+        if reclaimed.removed:
+            logger.info("%s/%s: removed gone consumers %s", *self.labels, reclaimed.removed)
+        # The mover acked what it moved: the backlog the policy sees must not count it.
+        pending = max(0, obs.pending - reclaimed.total)
+        backlog = obs.lag + pending
+
+        if spec.retention is not None:
+            result.trimmed = await trim(client, spec.stream, spec.retention)
+
+        now = time.monotonic()
+        decision = decide(policy, self.state, backlog=backlog, current=current, now=now)
+        result.decision = decision
+        replicas = current
+        if decision.direction is not None:
+            await actuator.set_replicas(decision.target)
+            replicas = decision.target
+            self.state.last_scale_time = now
+            self.last_scale_time = st.now_iso()
+            m.SCALE_EVENTS.labels(*self.labels, decision.direction).inc()
+            kopf.info(
+                body,
+                reason="ScaledUp" if decision.direction == c.DIRECTION_UP else "ScaledDown",
+                message=f"{current} -> {decision.target} replicas: {decision.reason}",
+            )
+            logger.info(
+                "%s/%s: scaled %s from %d to %d: %s",
+                *self.labels,
+                decision.direction,
+                current,
+                decision.target,
+                decision.reason,
+            )
+
+        if self.failing is not None:
+            kopf.info(body, reason="Recovered", message=f"polling again after: {self.failing}")
+            logger.info("%s/%s: recovered", *self.labels)
+            self.failing = None
+        self.backoff.reset()
+
+        m.GROUP_LAG.labels(*self.labels).set(obs.lag)
+        m.GROUP_PENDING.labels(*self.labels).set(pending)
+        m.GROUP_CONSUMERS.labels(*self.labels).set(len(obs.consumers) - len(reclaimed.removed))
+        m.DESIRED_REPLICAS.labels(*self.labels).set(decision.desired)
+        m.REPLICAS.labels(*self.labels).set(replicas)
+        await self._write(
+            {
+                "replicas": replicas,
+                "desiredReplicas": decision.desired,
+                "lag": obs.lag,
+                "lagEstimated": obs.lag_estimated,
+                "pending": pending,
+                "consumers": len(obs.consumers) - len(reclaimed.removed),
+                "deadLettered": self.dead_lettered,
+                "lastScaleTime": self.last_scale_time,
+                "observedGeneration": (body.get("metadata") or {}).get("generation"),
+            },
+            st.healthy(replicas=replicas, backlog=backlog, lag_estimated=obs.lag_estimated),
+        )
+        return replicas
+
+    async def _fail(
+        self, body: kopf.Body, reason: str, message: str, *, replicas: int | None
+    ) -> None:
+        if self.failing is None:
+            logger.warning("%s/%s: %s", *self.labels, message)
+            kopf.warn(body, reason=reason, message=message)
+        self.failing = message
+        try:
+            await self._write({}, st.degraded(reason, message, replicas=replicas))
+        except (k.KubeError, OSError) as exc:
+            logger.warning("%s/%s: cannot write status: %s", *self.labels, exc)
+
+    async def _write(self, fields: dict[str, Any], conditions: list[st.Condition]) -> None:
+        """Merge-patch the status subresource, only when something in it changed."""
+        merged = st.merge_conditions(self.conditions, conditions, st.now_iso())
+        status = {**fields, "conditions": merged}
+        comparable = {**status, "conditions": _without_times(merged)}
+        if comparable == self.written:
+            return
+        path = k.custom_path(self.namespace, self.name, subresource="status")
+        await self.runtime.kube.merge_patch(path, {"status": status})
+        self.conditions = merged
+        self.written = comparable
+
+
+def _without_times(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in item.items() if k != "lastTransitionTime"} for item in conditions]

@@ -1,0 +1,52 @@
+"""The operator's settings: one typed object built from `STREAMSCALE_*` environment variables."""
+
+import os
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from streamscale.operator import constants as c
+
+
+class OperatorSettings(BaseSettings):
+    """Everything `streamscale operate` needs besides the Kubernetes credentials."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMSCALE_",
+        extra="ignore",
+        secrets_dir=os.environ.get("STREAMSCALE_SECRETS_DIR"),
+    )
+
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis URL for StreamConsumers without `spec.redis`.",
+    )
+    http_port: int = Field(8080, ge=0, le=65535, description="/metrics and /healthz.")
+    http_host: str = Field("0.0.0.0", description="Address the HTTP port binds to.")  # noqa: S104
+    log_format: str = Field("console", pattern="^(json|console)$", description="json | console.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    peering_name: str = Field(
+        c.PEERING_NAME, description="kopf peering object: one operator instance acts at a time."
+    )
+    standalone: bool = Field(False, description="Skip kopf peering (a single instance for sure).")
+    priority: int = Field(0, description="kopf peering priority of this instance.")
+    scanning: bool = Field(
+        True,
+        description="Watch CRDs and namespaces for changes (kopf's scanning); off: discover once.",
+    )
+    consumer_image: str = Field(
+        c.DEFAULT_IMAGE, description="Consumer image for StreamConsumers without one."
+    )
+    move_min_idle_seconds: float = Field(
+        c.MIN_MOVE_IDLE_MS / 1000,
+        ge=0,
+        description="Never dead-letter an entry idle for less: a live consumer may have it.",
+    )
+    max_move_pages: int = Field(
+        200, ge=1, description="XPENDING pages of 1000 the mover scans per poll, at most."
+    )
+    redis_timeout_seconds: float = Field(
+        5.0, gt=0, description="Socket timeout of the operator's Redis calls."
+    )
+    error_backoff_cap_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between polls while Redis is unreachable."
+    )

@@ -1,0 +1,303 @@
+"""A StreamConsumer's spec as a typed, validated object, and the Deployment made from it.
+
+The CRD's schema already rejects most bad specs at admission; `parse()` checks again because the
+operator may meet objects written before a schema change, and because the tests and the demo
+build specs by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from streamscale.consumer.constants import DEAD_LETTER_SUFFIX, PATH_HEALTHZ, PATH_READYZ
+from streamscale.operator import constants as c
+from streamscale.operator.scaling import Policy
+
+
+class SpecError(ValueError):
+    """The spec cannot be acted on; the message says which field and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretRef:
+    """A key of a Secret in the StreamConsumer's namespace."""
+
+    name: str
+    key: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """`spec.retention`: trim what every group has read, and no more."""
+
+    max_age_seconds: float | None = None
+    """Trim entries older than this (by their ID's timestamp)."""
+    min_id: str | None = None
+    """Trim entries below this ID."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerSpec:
+    """One StreamConsumer, as the operator acts on it."""
+
+    namespace: str
+    name: str
+    stream: str
+    group: str
+    redis_url: str | None
+    redis_secret: SecretRef | None
+    database_secret: SecretRef | None
+    model: str | None
+    handler: str | None
+    image: str | None
+    resources: Mapping[str, Any]
+    env: tuple[Mapping[str, Any], ...]
+    scale_target: str | None
+    policy: Policy
+    poll_seconds: float
+    dead_letter_stream: str
+    max_deliveries: int
+    idle_seconds: float
+    retention: Retention | None
+
+    @property
+    def deployment_name(self) -> str:
+        """The Deployment whose replicas the operator sets."""
+        return self.scale_target or self.name
+
+
+def _secret_ref(raw: Any, where: str) -> SecretRef | None:
+    if not raw:
+        return None
+    if not isinstance(raw, Mapping) or not raw.get("name") or not raw.get("key"):
+        raise SpecError(f"{where} needs both `name` and `key`")
+    return SecretRef(str(raw["name"]), str(raw["key"]))
+
+
+def _number(raw: Mapping[str, Any], key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"spec.scaling.{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def parse(namespace: str, name: str, spec: Mapping[str, Any]) -> ConsumerSpec:
+    """Validate `spec` and fill in the defaults (the same defaults as the CRD's)."""
+    stream, group = spec.get("stream"), spec.get("group")
+    if not stream or not group:
+        raise SpecError("spec.stream and spec.group are required")
+    redis = spec.get("redis") or {}
+    database = spec.get("database") or {}
+    consumer = spec.get("consumer") or {}
+    scaling = spec.get("scaling") or {}
+    dead_letter = spec.get("deadLetter") or {}
+    target = spec.get("scaleTargetRef") or {}
+    retention_raw = spec.get("retention")
+    if spec.get("model") and spec.get("handler"):
+        raise SpecError("set spec.model or spec.handler, not both")
+    try:
+        policy = Policy(
+            min_replicas=int(_number(scaling, "minReplicas", c.DEFAULT_MIN_REPLICAS)),
+            max_replicas=int(_number(scaling, "maxReplicas", c.DEFAULT_MAX_REPLICAS)),
+            backlog_per_replica=int(
+                _number(scaling, "backlogPerReplica", c.DEFAULT_BACKLOG_PER_REPLICA)
+            ),
+            activation_backlog=int(
+                _number(scaling, "activationBacklog", c.DEFAULT_ACTIVATION_BACKLOG)
+            ),
+            stabilization_seconds=_number(
+                scaling, "scaleDownStabilizationSeconds", c.DEFAULT_STABILIZATION_SECONDS
+            ),
+        )
+    except ValueError as exc:
+        raise SpecError(f"spec.scaling: {exc}") from exc
+    poll_seconds = _number(scaling, "pollSeconds", c.DEFAULT_POLL_SECONDS)
+    if poll_seconds <= 0:
+        raise SpecError("spec.scaling.pollSeconds must be > 0")
+    retention = None
+    if retention_raw:
+        max_age = retention_raw.get("maxAgeSeconds")
+        min_id = retention_raw.get("minId")
+        if max_age is None and not min_id:
+            raise SpecError("spec.retention needs maxAgeSeconds or minId")
+        retention = Retention(float(max_age) if max_age is not None else None, min_id or None)
+    return ConsumerSpec(
+        namespace=namespace,
+        name=name,
+        stream=str(stream),
+        group=str(group),
+        redis_url=redis.get("url") or None,
+        redis_secret=_secret_ref(redis.get("urlSecretRef"), "spec.redis.urlSecretRef"),
+        database_secret=_secret_ref(database.get("urlSecretRef"), "spec.database.urlSecretRef"),
+        model=spec.get("model") or None,
+        handler=spec.get("handler") or None,
+        image=consumer.get("image") or None,
+        resources=dict(consumer.get("resources") or {}),
+        env=tuple(consumer.get("env") or ()),
+        scale_target=target.get("name") or None,
+        policy=policy,
+        poll_seconds=poll_seconds,
+        dead_letter_stream=dead_letter.get("stream") or str(stream) + DEAD_LETTER_SUFFIX,
+        max_deliveries=int(dead_letter.get("maxDeliveries", c.DEFAULT_MAX_DELIVERIES)),
+        idle_seconds=float(dead_letter.get("idleSeconds", c.DEFAULT_IDLE_SECONDS)),
+        retention=retention,
+    )
+
+
+def has_password(url: str) -> bool:
+    """Whether a Redis URL carries credentials (then it must not go into a Deployment as text)."""
+    parts = urlsplit(url)
+    return bool(parts.password or parts.username)
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The labels that select one StreamConsumer's consumer pods."""
+    return {c.LABEL_NAME: c.CONSUMER_APP, c.LABEL_INSTANCE: name}
+
+
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _secret_env(name: str, ref: SecretRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def consumer_env(spec: ConsumerSpec, default_redis_url: str) -> list[dict[str, Any]]:
+    """The consumer container's environment; secrets only ever by reference."""
+    env = [
+        _field_env("POD_NAME", "metadata.name"),
+        _field_env("POD_NAMESPACE", "metadata.namespace"),
+        _env("STREAMSCALE_STREAM", spec.stream),
+        _env("STREAMSCALE_GROUP", spec.group),
+        _env("STREAMSCALE_NAMESPACE", spec.namespace),
+        _env("STREAMSCALE_NAME", spec.name),
+        _env("STREAMSCALE_DEAD_LETTER_STREAM", spec.dead_letter_stream),
+        _env("STREAMSCALE_MAX_DELIVERIES", str(spec.max_deliveries)),
+        _env("STREAMSCALE_HTTP_PORT", str(c.METRICS_PORT)),
+    ]
+    if spec.model:
+        env.append(_env("STREAMSCALE_MODEL", spec.model))
+    if spec.handler:
+        env.append(_env("STREAMSCALE_HANDLER", spec.handler))
+    if spec.redis_secret:
+        env.append(_secret_env("STREAMSCALE_REDIS_URL", spec.redis_secret))
+    elif spec.redis_url:
+        if has_password(spec.redis_url):
+            raise SpecError(
+                "spec.redis.url carries a password; put the URL in a Secret and use"
+                " spec.redis.urlSecretRef instead"
+            )
+        env.append(_env("STREAMSCALE_REDIS_URL", spec.redis_url))
+    elif has_password(default_redis_url):
+        raise SpecError(
+            "spec.redis is not set and the operator's own Redis URL carries a password, which is"
+            " never copied into a Deployment; set spec.redis.urlSecretRef"
+        )
+    else:
+        env.append(_env("STREAMSCALE_REDIS_URL", default_redis_url))
+    if spec.database_secret:
+        env.append(_secret_env("STREAMSCALE_DATABASE_URL", spec.database_secret))
+    ours = {item["name"] for item in env}
+    # The user's env comes last but cannot override what the operator sets (names, the stream):
+    # a consumer reading another stream than the one the operator scales by would be a silent bug.
+    env += [dict(item) for item in spec.env if item.get("name") not in ours]
+    return env
+
+
+def build_deployment(
+    spec: ConsumerSpec,
+    owner: Mapping[str, Any],
+    *,
+    replicas: int,
+    default_image: str,
+    default_redis_url: str,
+) -> dict[str, Any]:
+    """The consumer Deployment the operator owns for `spec` (restricted security profile)."""
+    labels = {
+        **selector_labels(spec.name),
+        c.LABEL_COMPONENT: "consumer",
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+    }
+    probe = {"port": c.METRICS_PORT_NAME}
+    container = {
+        "name": c.CONTAINER_NAME,
+        "image": spec.image or default_image,
+        "args": ["consume"],
+        "env": consumer_env(spec, default_redis_url),
+        "ports": [{"name": c.METRICS_PORT_NAME, "containerPort": c.METRICS_PORT}],
+        "resources": dict(spec.resources),
+        "livenessProbe": {
+            "httpGet": {"path": PATH_HEALTHZ, **probe},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": PATH_READYZ, **probe},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": c.RUN_AS_USER,
+            "runAsGroup": c.RUN_AS_USER,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+    }
+    meta = owner.get("metadata", {})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{c.GROUP}/{c.VERSION}",
+                    "kind": c.KIND,
+                    "name": meta.get("name", spec.name),
+                    "uid": meta.get("uid", ""),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(spec.name)},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(c.METRICS_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": c.TERMINATION_GRACE_SECONDS,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": c.RUN_AS_USER,
+                        "runAsGroup": c.RUN_AS_USER,
+                        "fsGroup": c.RUN_AS_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }

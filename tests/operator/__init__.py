@@ -1,0 +1,1 @@
+"""Helpers for the operator's tests: kmock's Kubernetes emulator set up for streamscale."""
