@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # examples.models, after stdlib
 
-from examples.models import Product  # noqa: E402
+from examples.models import Product
 
 GROUP_NAME = "inserters"
 WORKER_NAME_PREFIX = "worker"
@@ -222,7 +222,7 @@ async def main() -> None:
 
 def configure(argv: list[str] | None = None) -> None:
     """The article reads these from the environment; the bench passes them as arguments."""
-    global redis_conn, db_engine, AsyncSessionLocal, STREAM_NAME, STREAM_MODEL_MAP, STREAMS
+    global redis_conn, db_engine, AsyncSessionLocal, STREAM_NAME, STREAM_MODEL_MAP, STREAMS  # noqa: PLW0603
     global GROUP_NAME
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", required=True)

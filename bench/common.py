@@ -94,9 +94,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float, what
 
 def new_database(pg: PostgresServer, name: str) -> str:
     """A fresh database on `pg` with the seeds' product table; its URL (postgresql://)."""
-    from examples.models import Product  # noqa: PLC0415 - imports SQLModel, only when needed
     from sqlalchemy.dialects import postgresql  # noqa: PLC0415
     from sqlalchemy.schema import CreateIndex, CreateTable  # noqa: PLC0415
+
+    from examples.models import Product  # noqa: PLC0415 - imports SQLModel, only when needed
 
     pg.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     pg.psql(f"CREATE DATABASE {name}")

@@ -33,8 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import redis  # noqa: E402
-from common import (  # noqa: E402
+import redis
+from common import (
     LOGS,
     ROOT,
     Consumer,
@@ -51,7 +51,7 @@ from common import (  # noqa: E402
     wait_for,
 )
 
-from tests.servers import PostgresServer, running_postgres, running_redis  # noqa: E402
+from tests.servers import PostgresServer, running_postgres, running_redis
 
 SOURCE = "bench:source"
 MODEL = "examples.models:Product"
