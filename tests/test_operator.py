@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import kmock
@@ -54,4 +55,129 @@ async def test_scales_up_within_a_poll_and_down_after_the_window(
         ids = [entry_id for entry_id, _ in (await redis.xrange(stream))]
         await redis.xack(stream, group, *ids)
         await h.eventually(lambda: h.replicas(kmock, "orders") == 0, timeout=5.0)
-        assert h.events(kmock, "ScaledUp") and h.events(kmock, "ScaledDown")
+        await h.eventually(lambda: h.events(kmock, "ScaledUp") and h.events(kmock, "ScaledDown"))
+
+
+async def test_null_lag_never_scales_to_zero_while_unread_entries_remain(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    ids = [await redis.xadd(stream, {"n": str(n)}) for n in range(30)]
+    await redis.xreadgroup(group, "c1", {stream: ">"}, count=10)
+    await redis.xack(stream, group, *ids[:10])
+    await redis.xdel(stream, ids[20])  # a tombstone after the last-delivered-id: lag is NULL
+    info = next(g for g in await redis.xinfo_groups(stream) if g["name"] == group.encode())
+    assert info["lag"] is None
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url, scaleDownStabilizationSeconds=0)
+    )
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.status(kmock, "orders").get("lagEstimated") is True)
+        status = h.status(kmock, "orders")
+        assert status["lag"] == 19
+        assert h.replicas(kmock, "orders") == 2
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert "estimate" in ready["message"]
+        for _ in range(10):  # several polls: the estimate keeps at least one replica
+            await asyncio.sleep(0.1)
+            assert (h.replicas(kmock, "orders") or 0) >= 1
+
+
+async def test_entries_of_a_gone_consumer_are_dead_lettered_and_the_consumer_removed(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    dlq = stream + ":dlq"
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    ids = [await redis.xadd(stream, {"n": str(n), "data": "{}"}) for n in range(12)]
+    await redis.xreadgroup(group, "orders-gone", {stream: ">"}, count=5)
+    await redis.xreadgroup(group, "orders-live-1", {stream: ">"}, count=3)
+    await redis.xreadgroup(group, "orders-live", {stream: ">"}, count=1)
+    # One entry of a live consumer has been delivered maxDeliveries (3) times already.
+    await redis.xclaim(stream, group, "orders-live", 0, [ids[8]], retrycount=3)
+    await redis.xgroup_createconsumer(stream, group, "orders-old")  # gone, nothing pending
+    h.declare_resources(kmock)
+    kmock.objects[h.PODS, h.NAMESPACE, "orders-live"] = h.pod("orders-live", "orders")
+    kmock.objects[h.PODS, h.NAMESPACE, "orders-done"] = h.pod("orders-done", "orders", "Failed")
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url)
+    )
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 6)
+        await h.eventually(lambda: h.events(kmock, "DeadLettered"))
+    dead = await redis.xrange(dlq)
+    by_id = {fields[b"x-original-id"].decode(): fields for _, fields in dead}
+    assert sorted(by_id) == sorted(i.decode() for i in [*ids[:5], ids[8]])
+    gone = by_id[ids[0].decode()]
+    assert gone[b"x-reason"] == b"idle"
+    assert gone[b"x-consumer"] == b"orders-gone"
+    assert gone[b"x-stream"] == stream.encode() and gone[b"x-group"] == group.encode()
+    assert gone[b"x-deliveries"] == b"1" and gone[b"n"] == b"0"
+    assert gone[b"x-dead-lettered-at"]
+    assert by_id[ids[8].decode()][b"x-reason"] == b"max-deliveries"
+    consumers = {c["name"].decode() for c in await redis.xinfo_consumers(stream, group)}
+    assert consumers == {"orders-live", "orders-live-1"}
+    pending = await redis.xpending(stream, group)
+    assert pending["pending"] == 3, "the live consumers' fresh entries stay where they are"
+
+
+async def test_an_operator_restarted_in_the_middle_of_a_move_duplicates_nothing(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    dlq = stream + ":dlq"
+    total = 10_000
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(total):
+            pipe.xadd(stream, {"n": str(n)})
+        await pipe.execute()
+    await redis.xreadgroup(group, "orders-gone", {stream: ">"}, count=total)
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url)
+    )
+    settings = h.settings(redis_server.url, max_move_pages=2)
+    async with h.running_operator(kmock, settings):
+        await h.eventually(lambda: redis.xlen(dlq), interval=0.005)
+    first = await redis.xlen(dlq)
+    assert 0 < first < total, "stopped in the middle of the move"
+    async with h.running_operator(kmock, settings):
+        await h.eventually(lambda: h.status(kmock, "orders").get("consumers") == 0, timeout=10)
+    dead = await redis.xrange(dlq)
+    originals = [fields[b"x-original-id"] for _, fields in dead]
+    assert len(originals) == len(set(originals)) == total
+    assert (await redis.xpending(stream, group))["pending"] == 0
+
+
+async def test_redis_down_degrades_with_an_event_and_recovers_by_itself(
+    kmock: kmock.KubernetesEmulator, fresh_redis: RedisServer, names: Callable[[str], str]
+) -> None:
+    stream, group = names("orders"), "writers"
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, fresh_redis.url, minReplicas=1)
+    )
+    async with h.running_operator(kmock, h.settings(fresh_redis.url)):
+        await h.eventually(lambda: h.condition(kmock, "orders", "Ready") == "True")
+        assert h.replicas(kmock, "orders") == 1
+        fresh_redis.stop()
+        await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
+        assert h.condition(kmock, "orders", "Ready") == "False"
+        await h.eventually(lambda: h.events(kmock, "RedisUnavailable"))
+        assert h.replicas(kmock, "orders") == 1, "no scaling change while Redis is down"
+        fresh_redis.start()
+        await h.eventually(lambda: h.condition(kmock, "orders", "Ready") == "True", timeout=10)
+        assert h.condition(kmock, "orders", "Degraded") == "False"
+        await h.eventually(lambda: h.events(kmock, "Recovered"))
