@@ -26,9 +26,10 @@ INPUT_QUEUE = "user_messages_queue"
 class User:
     """One user: `send()` to the shared input queue, `replies()` from `ai_to_user:<user_id>`."""
 
-    def __init__(self, user_id: str, redis: Redis) -> None:
+    def __init__(self, user_id: str, redis: Redis, queue: str = INPUT_QUEUE) -> None:
         self.user_id = user_id
         self.redis = redis
+        self.queue = queue
         self.response_stream = f"ai_to_user:{user_id}"
         self.group = f"wsgroup_{user_id}"
         self.seen: set[str] = set()
@@ -49,7 +50,7 @@ class User:
             "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
         }
         entry_id: str = await self.redis.xadd(
-            INPUT_QUEUE, {"data": json.dumps(payload), "reply_to": self.response_stream}
+            self.queue, {"data": json.dumps(payload), "reply_to": self.response_stream}
         )
         print(f"[{self.user_id}] Sent: {text}", flush=True)
         return entry_id
@@ -80,11 +81,12 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--redis-url", default=os.environ.get("STREAMSCALE_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
+    parser.add_argument("--queue", default=INPUT_QUEUE, help="The shared input stream.")
     parser.add_argument("--timeout", type=float, default=30.0, help="Give up after this long.")
     args = parser.parse_args(argv)
     redis = Redis.from_url(args.redis_url, decode_responses=True)
     try:
-        user = User(args.user_id, redis)
+        user = User(args.user_id, redis, args.queue)
         await user.setup()
         for text in args.messages:
             await user.send(text)

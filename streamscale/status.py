@@ -163,7 +163,8 @@ def table(snapshot: Snapshot, title: str | None = "streamscale status") -> Table
         ("consumers (idle, pending)", "left"),
         ("dead letters", "right"),
     ]:
-        grid.add_column(name, justify=justify)  # type: ignore[arg-type]
+        wrap = name.startswith("consumers")
+        grid.add_column(name, justify=justify, no_wrap=not wrap)  # type: ignore[arg-type]
     estimated = False
     for row in snapshot.streams:
         groups: list[GroupRow | None] = [*row.groups] or [None]
