@@ -1,0 +1,106 @@
+"""Handler mode through the real consumer process: retries, max-deliveries, Reject, batches.
+
+The handlers live in this module; the consumer process imports them as `tests.test_handler_e2e:...`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from streamscale.consumer.messages import Message
+from streamscale.consumer.sinks.handler import Reject
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
+
+
+def picky(message: Message) -> dict[str, object] | None:
+    """Sync, one message per call: `ok` replies, `bad` is rejected, `flaky` always fails."""
+    kind = (message.payload or {}).get("kind")
+    if kind == "bad":
+        raise Reject("kind bad is never valid")
+    if kind == "flaky":
+        raise RuntimeError("the outside API answered 503")
+    return {"kind": kind, "handled": True}
+
+
+async def doubler(messages: list[Message]) -> list[object]:
+    """Async batch handler (by annotation): one reply per message, in order."""
+    return [(m.payload or {}).get("n", 0) * 2 for m in messages]
+
+
+def consume(redis_url: str, stream: str, handler: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+    env.update(
+        STREAMSCALE_REDIS_URL=redis_url,
+        STREAMSCALE_CLAIM_INTERVAL_MS="200",
+        STREAMSCALE_LOG_LEVEL="WARNING",
+    )
+    return subprocess.Popen(
+        [str(BIN / "streamscale"), "consume", "--stream", stream, "--group", "g",
+         "--consumer", "w", "--handler", handler, "--http-port", "0", "--block-ms", "100",
+         "--claim-idle-ms", "200", "--max-deliveries", "2"],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+async def wait_until(check, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout * 10)):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    return out
+
+
+async def test_outcomes_through_the_consumer(redis_server, redis, names):
+    stream, replies = names("jobs"), names("replies")
+    for kind in ("ok", "bad", "flaky", "ok"):
+        await redis.xadd(stream, {"data": orjson.dumps({"kind": kind}), "reply_to": replies})
+    proc = consume(redis_server.url, stream, "tests.test_handler_e2e:picky")
+    try:
+
+        async def settled() -> bool:
+            groups = await redis.xinfo_groups(stream)
+            return bool(groups) and groups[0]["pending"] == 0 and groups[0]["lag"] == 0
+
+        await wait_until(settled)
+    finally:
+        stop(proc)
+    assert [orjson.loads(f[b"data"]) for _id, f in await redis.xrange(replies)] == [
+        {"kind": "ok", "handled": True}
+    ] * 2
+    dead = {f[b"x-reason"].decode(): f for _id, f in await redis.xrange(stream + ":dlq")}
+    assert set(dead) == {"invalid", "max-deliveries"}
+    assert dead["invalid"][b"x-error"] == b"kind bad is never valid"
+    assert orjson.loads(dead["max-deliveries"][b"data"]) == {"kind": "flaky"}
+    assert int(dead["max-deliveries"][b"x-deliveries"]) >= 2
+
+
+async def test_batch_handler_through_the_consumer(redis_server, redis, names):
+    stream, replies = names("numbers"), names("doubled")
+    for n in range(50):
+        await redis.xadd(stream, {"data": orjson.dumps({"n": n}), "reply_to": replies})
+    proc = consume(redis_server.url, stream, "tests.test_handler_e2e:doubler")
+    try:
+
+        async def all_replied() -> bool:
+            return int(await redis.xlen(replies)) >= 50
+
+        await wait_until(all_replied)
+    finally:
+        stop(proc)
+    doubled = sorted(orjson.loads(f[b"data"]) for _id, f in await redis.xrange(replies))
+    assert doubled == [2 * n for n in range(50)]
