@@ -1,0 +1,185 @@
+"""Every dashboard panel shows data scraped from real streamscale processes.
+
+The real things run: a consumer process (`python -m streamscale.consumer`) on a real redis-server
+and SQLite, the real operator (kopf, in this test's event loop, against kmock's Kubernetes
+emulator) serving its /metrics port, and Debian's Prometheus scraping both on loopback. Then every
+panel query of every dashboard, with the template variables filled in, must return data, and
+every metric a panel names must be one that the processes export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import kmock
+import kopf
+import pytest
+import redis.asyncio as aioredis
+from streamscale.operator.running import operate
+
+from tests.consumers import ConsumerProcess, product
+from tests.operator import harness as h
+from tests.prometheus import PrometheusServer, free_port, metric_names, running_prometheus
+from tests.servers import RedisServer
+from tests.test_dashboards import queries
+
+OPERATOR_JOB = "streamscale-operator"
+CONSUMER_JOB = "streamscale-consumer"
+RATE_INTERVAL = "20s"
+"""What `$__rate_interval` stands for here: many 1 s scrapes, so every rate() has samples."""
+CONSUMER_POD = "dash-consumer"
+
+
+def substitute(expr: str, namespace: str, name: str) -> str:
+    return (
+        expr.replace("$__rate_interval", RATE_INTERVAL)
+        .replace("$namespace", namespace)
+        .replace("$name", name)
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving_operator(
+    emulator: kmock.KubernetesEmulator, redis_url: str, port: int
+) -> AsyncIterator[None]:
+    """The real operator with its real HTTP port (/metrics), logged in to the emulator."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=str(emulator.url).rstrip("/"))
+
+    settings = h.settings(redis_url, http_port=port, http_host="127.0.0.1")
+    task = asyncio.create_task(
+        operate([h.NAMESPACE], settings=settings, login=login, stop_flag=stop, ready_flag=ready)
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 15)
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+@contextlib.asynccontextmanager
+async def prometheus(jobs: dict[str, list[str]]) -> AsyncIterator[PrometheusServer]:
+    """running_prometheus, entered and left in a thread: the operator shares this loop."""
+    stack = contextlib.ExitStack()
+    server = await asyncio.to_thread(stack.enter_context, running_prometheus(jobs))
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(stack.close)
+
+
+async def keep_producing(client: aioredis.Redis, stream: str, stop: asyncio.Event) -> None:
+    """A trickle of valid entries and an invalid one now and then, bounded in count and time."""
+    for n in range(600):
+        await client.xadd(stream, {"data": json.dumps(product(n))})
+        if n % 5 == 0:
+            await client.xadd(stream, {"data": "{not json"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+        if stop.is_set():
+            return
+
+
+async def missing_data(server: PrometheusServer, namespace: str, name: str) -> list[str]:
+    """Panel queries (and variable queries) that return nothing yet."""
+    missing = []
+    for file, title, expr in queries():
+        result = await asyncio.to_thread(server.query, substitute(expr, namespace, name))
+        if not result:
+            missing.append(f"{file}: {title}: {expr}")
+    for label, metric, value in (
+        ("namespace", "streamscale_group_lag", namespace),
+        ("name", f'streamscale_group_lag{{namespace="{namespace}"}}', name),
+    ):
+        values = await asyncio.to_thread(
+            server.api, f"/api/v1/label/{label}/values", {"match[]": metric}
+        )
+        if value not in values:
+            missing.append(f"variable {label}: label_values({metric}, {label}) lacks {value}")
+    return missing
+
+
+@pytest.mark.timeout(120)
+async def test_every_panel_shows_data_from_real_streamscale_processes(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    stream, group, name = names("orders"), "writers", names("dash")
+    namespace = h.NAMESPACE
+
+    # Entries stranded on a consumer with no pod: the operator dead-letters them (reason label).
+    # Then a backlog for 3 replicas, which the consumer drains: the operator scales down.
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    for n in range(3):
+        await redis.xadd(stream, {"data": json.dumps(product(n))})
+    await redis.xreadgroup(group, "ghost", {stream: ">"}, count=3)
+    for n in range(30):
+        await redis.xadd(stream, {"data": json.dumps(product(n))})
+
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, namespace, name] = h.stream_consumer(
+        name,
+        {
+            "stream": stream,
+            "group": group,
+            "redis": {"url": redis_server.url},
+            "consumer": {"image": "streamscale:test"},
+            "scaling": {"minReplicas": 0, "maxReplicas": 3, "backlogPerReplica": 5,
+                        "pollSeconds": 0.5, "scaleDownStabilizationSeconds": 1},
+            "deadLetter": {"maxDeliveries": 5, "idleSeconds": 1},
+        },
+    )  # fmt: skip
+    kmock.objects[h.PODS, namespace, CONSUMER_POD] = h.pod(CONSUMER_POD, name)
+
+    consumer = ConsumerProcess(
+        redis_url=redis_server.url,
+        database_url=f"sqlite:///{tmp_path / 'sink.db'}",
+        stream=stream,
+        group=group,
+        namespace=namespace,
+        name=name,
+        consumer=CONSUMER_POD,
+        concurrency=1,
+        block_ms=100,
+        claim_idle_ms=600_000,
+    )
+    operator_port = free_port()
+    stop = asyncio.Event()
+    try:
+        async with serving_operator(kmock, redis_server.url, operator_port):
+            await h.eventually(lambda: h.replicas(kmock, name) == 3, timeout=15)
+            await asyncio.to_thread(consumer.start)
+            producer = asyncio.create_task(keep_producing(redis, stream, stop))
+            jobs = {
+                OPERATOR_JOB: [f"127.0.0.1:{operator_port}"],
+                CONSUMER_JOB: [f"127.0.0.1:{consumer.port}"],
+            }
+            async with prometheus(jobs) as server:
+                missing: list[str] = []
+                for _ in range(120):  # bounded: 60 s at most
+                    missing = await missing_data(server, namespace, name)
+                    if not missing:
+                        break
+                    await asyncio.sleep(0.5)
+                known = await asyncio.to_thread(server.metric_names)
+                unknown = {n for _, _, e in queries() for n in metric_names(e)} - known
+                assert not unknown, f"panels name metrics no process exports: {unknown}"
+                assert not missing, "panels without data:\n" + "\n".join(missing)
+                targets = await asyncio.to_thread(server.targets)
+                assert {t["labels"]["job"] for t in targets if t["health"] == "up"} == set(jobs)
+            stop.set()
+            await producer
+    finally:
+        stop.set()
+        consumer.kill()
