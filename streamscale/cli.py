@@ -651,6 +651,22 @@ def demo(**options: Any) -> None:
     sys.exit(code)
 
 
+# bench --------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmarks of a source checkout (bench/run.py, what `make bench` runs)."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+    if not script.is_file():
+        fail(
+            "the benchmarks live in the source repository (bench/run.py), not in the installed"
+            " package: clone it and run `make bench`"
+        )
+    os.execv(sys.executable, [sys.executable, str(script), *args])  # noqa: S606
+
+
 def main() -> None:
     """The console script."""
     cli(prog_name="streamscale")

@@ -296,3 +296,12 @@ def test_bad_input_is_explained():
 
     no_scope = cli("operate")
     assert no_scope.returncode == 2 and "--all-namespaces" in no_scope.stderr
+
+
+def test_help_lists_every_command_of_the_design():
+    out = ok(cli("--help"))
+    for command in ("consume", "operate", "produce", "status", "dlq", "demo", "bench"):
+        assert f"  {command} " in out
+    dlq_help = ok(cli("dlq", "--help"))
+    for sub in ("list", "show", "replay", "purge"):
+        assert f"  {sub} " in dlq_help
