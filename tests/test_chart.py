@@ -25,6 +25,7 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 KUBE_VERSIONS = ("1.29.0", "1.33.0", "1.37.0")
 CRD_FILE = CHART / "crds" / "streamconsumers.yaml"
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+PEERING_KINDS = {"ClusterKopfPeering", "KopfPeering"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 RBAC_KINDS = {"Role", "ClusterRole"}
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
@@ -124,6 +125,20 @@ def check_monitoring_object(doc: dict[str, Any]) -> None:
                 assert isinstance(rule["expr"], str) and rule["expr"].strip()
 
 
+def check_peering_object(doc: dict[str, Any]) -> None:
+    """kubernetes-validate does not know kopf.dev either: the kind must be one crds/ ships."""
+    shipped = {
+        (crd["spec"]["group"], crd["spec"]["names"]["kind"], crd["spec"]["scope"])
+        for crd in yaml.safe_load_all((CHART / "crds" / "kopfpeerings.yaml").read_text())
+        if crd
+    }
+    scope = "Namespaced" if "namespace" in doc["metadata"] else "Cluster"
+    assert doc["apiVersion"] == "kopf.dev/v1"
+    assert ("kopf.dev", doc["kind"], scope) in shipped
+    assert doc["metadata"]["name"]
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "status"}
+
+
 # --- lint and Kubernetes schemas --------------------------------------------------------------
 
 
@@ -144,6 +159,8 @@ def test_rendered_objects_validate(values: Path, kube_version: str) -> None:
         seen.add(kind)
         if kind in MONITORING_KINDS:
             check_monitoring_object(doc)
+        elif kind in PEERING_KINDS:
+            check_peering_object(doc)
         elif kind == "StreamConsumer":
             validate_streamconsumer(doc)
         else:
@@ -295,6 +312,9 @@ def test_operator_deployment_defaults() -> None:
     assert env["STREAMSCALE_LOG_FORMAT"]["value"] == "json"
     assert env["STREAMSCALE_HTTP_PORT"]["value"] == "8080"
     assert "STREAMSCALE_REDIS_URL" not in env
+    assert env["STREAMSCALE_CONSUMER_IMAGE"]["value"] == container["image"]
+    peering = find(docs, "ClusterKopfPeering")
+    assert env["STREAMSCALE_PEERING_NAME"]["value"] == peering["metadata"]["name"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -348,9 +368,27 @@ def test_labels_and_two_releases_in_one_namespace_do_not_collide() -> None:
 
 
 def test_cluster_scoped_names_differ_between_namespaces() -> None:
-    first = find(template(namespace="a"), "ClusterRole")["metadata"]["name"]
-    second = find(template(namespace="b"), "ClusterRole")["metadata"]["name"]
-    assert first != second
+    for kind in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+        first = find(template(namespace="a"), kind)["metadata"]["name"]
+        second = find(template(namespace="b"), kind)["metadata"]["name"]
+        assert first != second
+
+
+def test_peering_object_follows_the_operator_scope() -> None:
+    docs = template(sets=["operator.watchNamespaces={shop,billing}"], namespace="ops")
+    peerings = [d for d in docs if d["kind"] in PEERING_KINDS]
+    assert {(d["kind"], d["metadata"]["namespace"]) for d in peerings} == {
+        ("KopfPeering", "shop"),
+        ("KopfPeering", "billing"),
+    }
+    env = {e["name"]: e.get("value") for e in operator_container(docs)["env"]}
+    assert {d["metadata"]["name"] for d in peerings} == {env["STREAMSCALE_PEERING_NAME"]}
+
+    standalone = template(sets=["operator.peering.enabled=false"])
+    assert not [d for d in standalone if d["kind"] in PEERING_KINDS]
+    env = {e["name"]: e.get("value") for e in operator_container(standalone)["env"]}
+    assert env["STREAMSCALE_STANDALONE"] == "true"
+    assert "STREAMSCALE_PEERING_NAME" not in env
 
 
 def test_values_yaml_documents_every_value() -> None:
@@ -502,7 +540,10 @@ def test_dashboards_ship_as_sidecar_configmaps_from_the_json_files() -> None:
 
 def test_optional_parts_are_off_by_default() -> None:
     kinds = {d["kind"] for d in template()}
-    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"}
+    assert kinds == {
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
+        "ClusterKopfPeering",
+    }  # fmt: skip
 
 
 # --- the CRD and StreamConsumers --------------------------------------------------------------

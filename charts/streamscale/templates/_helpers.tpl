@@ -73,6 +73,14 @@ The image reference: a digest pins it, else the tag (the chart's appVersion by d
 {{- end }}
 
 {{/*
+The kopf peering object's name (STREAMSCALE_PEERING_NAME). A ClusterKopfPeering is cluster-scoped,
+so the release namespace is part of it: releases in different namespaces never share one.
+*/}}
+{{- define "streamscale.peeringName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "streamscale.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
 The demo Redis's name and the URL the operator gets for it.
 */}}
 {{- define "streamscale.demoRedisName" -}}
