@@ -570,7 +570,8 @@ def test_chart_example_streamconsumer_matches_the_crd() -> None:
     }
 
 
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.yaml") if not p.name.startswith("values"))
+EXAMPLE_VALUES = sorted((REPO / "examples").glob("values*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=ids(EXAMPLES))
@@ -581,4 +582,16 @@ def test_example_streamconsumers_match_the_crd(path: Path) -> None:
         validate_streamconsumer(doc)
     for doc in docs:
         if doc.get("kind") not in ("StreamConsumer", None):
+            kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("values", EXAMPLE_VALUES, ids=ids(EXAMPLE_VALUES))
+def test_example_values_lint_and_validate(values: Path) -> None:
+    helm("lint", "--strict", str(CHART), "--values", str(values), "--namespace", "streamscale")
+    for doc in template([values], namespace="streamscale"):
+        if doc["kind"] in MONITORING_KINDS:
+            check_monitoring_object(doc)
+        elif doc["kind"] in PEERING_KINDS:
+            check_peering_object(doc)
+        else:
             kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
