@@ -1,0 +1,323 @@
+"""The operator benchmark: reaction time, dead-letter move rate, poll cost; one run, with targets.
+
+Usage: python bench/operator_bench.py [--quick] [--only reaction|move|cost]
+
+1. Reaction time. The real operator (kopf, in-process) against kmock's Kubernetes emulator
+   (in its own thread and event loop) and a throwaway redis-server, at the CRD's default
+   settings (pollSeconds 5, activationBacklog 0). Several StreamConsumers are created and polled
+   once; then, at a random moment of each one's poll cycle, one entry is added to its stream
+   (the backlog crosses the activation threshold). The clock stops when the emulator holds the
+   Deployment with `spec.replicas` >= 1. Target: at most pollSeconds + 1 s.
+2. Dead-letter move rate. 100,000 entries (the seeds' product payload) pending on a consumer
+   whose pod is gone, moved by the operator's mover (`reclaiming.move_stranded`: XPENDING pages
+   of 1000 + the atomic Lua script). Target: at least 50,000 entries/s. Baseline, in the same
+   run: a client-side mover doing what one would write without the script (XPENDING page, then
+   one MULTI of XRANGE + XADD + XACK per entry, pipelined per page; not atomic against a live
+   consumer's claim).
+3. Poll cost. 200 StreamConsumers on one Redis at pollSeconds 5, each with a backlog, a live pod
+   and pending entries. After every StreamConsumer has been polled once, the CPU time of the
+   operator's thread (kopf, the 200 poll daemons, their Redis and API clients; the emulator runs
+   in another thread) is measured over a window and divided by the window's wall time. This is
+   an upper bound of the poll functions' own share. Target: at most 20% of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import kmock
+import redis.asyncio as aioredis
+from common import ROOT, product  # noqa: F401  (puts the repository root on sys.path)
+from streamscale.consumer.deadletter import Scripts
+from streamscale.consumer.streams import connect
+from streamscale.operator.reclaiming import Rules, move_stranded
+
+from tests.operator import harness as h
+from tests.servers import running_redis
+
+DEFAULT_POLL = 5.0
+
+
+# The emulator in a thread of its own ----------------------------------------------------------
+
+
+class Emulator:
+    """kmock's KubernetesEmulator served from its own thread, so its CPU is not the operator's."""
+
+    def __init__(self, objects: list[tuple[str, str, dict[str, Any]]]) -> None:
+        self.objects = objects
+        self.ready = threading.Event()
+        self.emulator: kmock.KubernetesEmulator | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
+            h.declare_resources(emulator)
+            for resource, name, body in self.objects:
+                emulator.objects[resource, h.NAMESPACE, name] = body
+            self.emulator = emulator
+            self.ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> kmock.KubernetesEmulator:
+        self._thread.start()
+        if not self.ready.wait(30) or self.emulator is None:
+            raise RuntimeError("the Kubernetes emulator did not start")
+        return self.emulator
+
+    def __exit__(self, *_: object) -> None:
+        if self.loop is not None and self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@contextlib.asynccontextmanager
+async def operator(emulator: kmock.KubernetesEmulator, redis_url: str) -> AsyncIterator[None]:
+    settings = h.settings(
+        redis_url,
+        move_min_idle_seconds=5.0,
+        error_backoff_cap_seconds=30.0,
+        redis_timeout_seconds=5.0,
+    )
+    async with h.running_operator(emulator, settings):
+        yield
+
+
+def spec(stream: str, url: str, **scaling: Any) -> dict[str, Any]:
+    return {
+        "stream": stream,
+        "group": "writers",
+        "redis": {"url": url},
+        "consumer": {"image": "streamscale:bench"},
+        "scaling": dict(scaling),
+    }
+
+
+async def wait(predicate: Any, timeout: float, what: str, interval: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+# 1. Reaction time -----------------------------------------------------------------------------
+
+
+async def reaction(redis_url: str, count: int) -> dict[str, Any]:
+    names = [f"react-{n}" for n in range(count)]
+    objects = [
+        (h.STC, name, h.stream_consumer(name, spec(f"bench-{name}", redis_url))) for name in names
+    ]
+    client = connect(redis_url)
+    times: list[float] = []
+    with Emulator(objects) as emulator:
+        async with operator(emulator, redis_url):
+            for name in names:
+                await wait(lambda n=name: "lag" in h.status(emulator, n), 30, f"{name} polled")
+
+            async def one(name: str) -> None:
+                await asyncio.sleep(random.uniform(0, DEFAULT_POLL))
+                await client.xadd(f"bench-{name}", {"data": json.dumps(product(1))})
+                started = time.monotonic()
+                await wait(lambda: (h.replicas(emulator, name) or 0) >= 1, 30, f"{name} scaled")
+                times.append(time.monotonic() - started)
+
+            await asyncio.gather(*(one(name) for name in names))
+    await client.aclose()
+    target = DEFAULT_POLL + 1.0
+    worst = max(times)
+    return {
+        "samples": len(times),
+        "mean_s": round(statistics.mean(times), 3),
+        "max_s": round(worst, 3),
+        "target_s": target,
+        "ratio_max_to_target": round(worst / target, 3),
+        "ok": worst <= target,
+    }
+
+
+# 2. Dead-letter move rate ---------------------------------------------------------------------
+
+
+async def stranded(redis: aioredis.Redis, stream: str, total: int) -> None:
+    """`total` product entries, all pending on consumer `gone`, idle for a moment."""
+    await redis.xgroup_create(stream, "writers", id="0", mkstream=True)
+    for base in range(0, total, 5000):
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in range(base, min(total, base + 5000)):
+                pipe.xadd(stream, {"data": json.dumps(product(n))})
+            await pipe.execute()
+        await redis.xreadgroup("writers", "gone", {stream: ">"}, count=5000)
+    await asyncio.sleep(0.2)
+
+
+async def naive_move(redis: aioredis.Redis, stream: str, dlq: str) -> int:
+    """The baseline: a client-side move, one MULTI (XRANGE, XADD, XACK) per entry."""
+    moved = 0
+    start = "-"
+    while True:
+        page = await redis.xpending_range(stream, "writers", start, "+", 1000, idle=100)
+        if not page:
+            return moved
+        ids = [item["message_id"] for item in page]
+        async with redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(stream, entry_id, entry_id)
+            entries = await pipe.execute()
+        async with redis.pipeline(transaction=True) as pipe:
+            for item, found in zip(page, entries, strict=True):
+                fields = dict(found[0][1]) if found else {}
+                fields.update(
+                    {
+                        b"x-original-id": item["message_id"],
+                        b"x-stream": stream.encode(),
+                        b"x-group": b"writers",
+                        b"x-consumer": item["consumer"],
+                        b"x-deliveries": str(item["times_delivered"]).encode(),
+                        b"x-reason": b"idle",
+                    }
+                )
+                pipe.xadd(dlq, fields)
+                pipe.xack(stream, "writers", item["message_id"])
+            await pipe.execute()
+        moved += len(ids)
+        start = "(" + ids[-1].decode()
+
+
+async def move_rate(redis_url: str, total: int) -> dict[str, Any]:
+    redis = connect(redis_url)
+    rules = Rules(max_deliveries=5, idle_ms=300_000, min_idle_ms=100)
+    await stranded(redis, "move-ours", total)
+    started = time.perf_counter()
+    result = await move_stranded(
+        Scripts(redis), "move-ours", "writers", "move-ours:dlq", gone={"gone"}, rules=rules,
+        max_pages=total // 1000 + 1,
+    )  # fmt: skip
+    ours = time.perf_counter() - started
+    assert result.total == total, result
+    assert await redis.xlen("move-ours:dlq") == total
+    await stranded(redis, "move-naive", total)
+    started = time.perf_counter()
+    naive_moved = await naive_move(redis, "move-naive", "move-naive:dlq")
+    naive = time.perf_counter() - started
+    assert naive_moved == total
+    await redis.aclose()
+    rate, naive_rate = total / ours, total / naive
+    return {
+        "entries": total,
+        "seconds": round(ours, 3),
+        "entries_per_s": round(rate),
+        "target_per_s": 50_000,
+        "ratio_to_target": round(rate / 50_000, 2),
+        "baseline_client_side_per_s": round(naive_rate),
+        "ratio_to_baseline": round(rate / naive_rate, 2),
+        "ok": rate >= 50_000,
+    }
+
+
+# 3. Poll cost ---------------------------------------------------------------------------------
+
+
+async def poll_cost(redis_url: str, count: int, window: float) -> dict[str, Any]:
+    redis = connect(redis_url)
+    objects: list[tuple[str, str, dict[str, Any]]] = []
+    for n in range(count):
+        name, stream = f"cost-{n}", f"cost-stream-{n}"
+        await redis.xgroup_create(stream, "writers", id="0", mkstream=True)
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(200):
+                pipe.xadd(stream, {"data": json.dumps(product(i))})
+            await pipe.execute()
+        await redis.xreadgroup("writers", f"{name}-pod", {stream: ">"}, count=50)
+        objects.append((h.STC, name, h.stream_consumer(name, spec(stream, redis_url))))
+        objects.append((h.PODS, f"{name}-pod", h.pod(f"{name}-pod", name)))
+    with Emulator(objects) as emulator:
+        async with operator(emulator, redis_url):
+            for n in range(count):
+                await wait(lambda n=n: "lag" in h.status(emulator, f"cost-{n}"), 120, "polled", 0.1)
+            before_redis = await redis.info("cpu")
+            cpu0, wall0 = time.thread_time(), time.monotonic()
+            await asyncio.sleep(window)
+            cpu, wall = time.thread_time() - cpu0, time.monotonic() - wall0
+            after_redis = await redis.info("cpu")
+    await redis.aclose()
+    redis_cpu = sum(after_redis[k] - before_redis[k] for k in ("used_cpu_sys", "used_cpu_user"))
+    share = cpu / wall
+    return {
+        "stream_consumers": count,
+        "poll_seconds": DEFAULT_POLL,
+        "window_s": round(wall, 1),
+        "operator_thread_cpu_s": round(cpu, 3),
+        "cpu_share_of_one_core": round(share, 4),
+        "redis_cpu_share": round(redis_cpu / wall, 4),
+        "target_share": 0.20,
+        "ratio_to_target": round(share / 0.20, 3),
+        "ok": share <= 0.20,
+    }
+
+
+# Main -----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    import logging  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("kopf", "aiohttp", "streamscale"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    yield
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with running_redis() as server:
+        if args.only in (None, "move"):
+            total = 20_000 if args.quick else 100_000
+            results["dead_letter_move"] = await move_rate(server.url, total)
+            print("dead-letter move:", json.dumps(results["dead_letter_move"]), flush=True)
+        if args.only in (None, "reaction"):
+            results["reaction"] = await reaction(server.url, 3 if args.quick else 6)
+            print("reaction time:  ", json.dumps(results["reaction"]), flush=True)
+        if args.only in (None, "cost"):
+            count, window = (50, 10.0) if args.quick else (200, 30.0)
+            results["poll_cost"] = await poll_cost(server.url, count, window)
+            print("poll cost:      ", json.dumps(results["poll_cost"]), flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer entries, shorter windows")
+    parser.add_argument("--only", choices=("reaction", "move", "cost"))
+    args = parser.parse_args(argv)
+    with quiet():
+        results = asyncio.run(main_async(args))
+    ok = all(part["ok"] for part in results.values())
+    print("operator benchmark:", "all targets met" if ok else "TARGET MISSED", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
