@@ -64,6 +64,8 @@ def register(
         name: str, namespace: str | None, spec: kopf.Spec, body: kopf.Body, reason: str, **_: Any
     ) -> None:
         """Create the consumer Deployment, or propagate spec changes to it."""
+        if runtime.closed:  # a late event while the operator shuts down: the next run handles it
+            return
         try:
             parsed = parse(namespace or "", name, spec)
             deployment = await runtime.ensure_deployment(parsed, body)
@@ -73,7 +75,7 @@ def register(
         if deployment is not None and reason == "update":
             kopf.info(body, reason="Updated", message=f"Deployment {name} follows the new spec")
 
-    @kopf.daemon(*RESOURCE, registry=registry, cancellation_timeout=10.0)
+    @kopf.daemon(*RESOURCE, registry=registry, cancellation_timeout=10.0, backoff=5.0)
     async def poll(
         name: str,
         namespace: str | None,
@@ -89,7 +91,7 @@ def register(
         """
         poller = Poller(runtime, namespace or "", name, status)
         try:
-            while not stopped:
+            while not stopped and not runtime.closed:
                 result = await poller.tick(body)
                 await stopped.wait(result.delay)
         finally:

@@ -46,6 +46,8 @@ class Runtime:
         self._kube: k.Kube | None = None
         self._redis: dict[str, tuple[aioredis.Redis, Scripts]] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self.closed = False
+        """Set at the operator's cleanup: late handler calls during shutdown then do nothing."""
 
     @property
     def kube(self) -> k.Kube:
@@ -60,6 +62,7 @@ class Runtime:
             await old.close()
 
     async def close(self) -> None:
+        self.closed = True
         if self._kube is not None:
             await self._kube.close()
             self._kube = None

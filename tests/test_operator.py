@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import Callable
+from typing import Any
 
+import aiohttp
 import kmock
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from tests.operator import harness as h
 from tests.servers import RedisServer
@@ -181,3 +186,99 @@ async def test_redis_down_degrades_with_an_event_and_recovers_by_itself(
         await h.eventually(lambda: h.condition(kmock, "orders", "Ready") == "True", timeout=10)
         assert h.condition(kmock, "orders", "Degraded") == "False"
         await h.eventually(lambda: h.events(kmock, "Recovered"))
+
+
+async def merge_patch(emulator: kmock.KubernetesEmulator, path: str, patch: dict[str, Any]) -> None:
+    url = str(emulator.url).rstrip("/") + path
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.patch(url, data=json.dumps(patch), headers=headers) as response,
+    ):
+        assert response.status == 200, await response.text()
+
+
+async def test_spec_changes_reach_the_deployment_and_metrics_are_labelled(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    stream, group = names("orders"), "writers"
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url, minReplicas=1)
+    )
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.replicas(kmock, "orders") == 1)
+        path = f"/apis/streamscale.io/v1alpha1/namespaces/{h.NAMESPACE}/streamconsumers/orders"
+        await merge_patch(kmock, path, {"spec": {"consumer": {"image": "streamscale:v2"}}})
+
+        def image() -> str:
+            deployment = h.obj(kmock, h.DEPLOYMENTS, "orders") or {}
+            (container,) = deployment["spec"]["template"]["spec"]["containers"]
+            return str(container["image"])
+
+        await h.eventually(lambda: image() == "streamscale:v2")
+        assert h.replicas(kmock, "orders") == 1, "a template change keeps the operator's replicas"
+        labels = {"namespace": h.NAMESPACE, "name": "orders"}
+        await h.eventually(lambda: REGISTRY.get_sample_value("streamscale_replicas", labels) == 1)
+        assert REGISTRY.get_sample_value("streamscale_group_lag", labels) == 0
+        assert REGISTRY.get_sample_value("streamscale_poll_seconds_count", labels)
+
+
+async def test_scale_target_ref_scales_an_existing_deployment_and_finds_its_pods(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    for n in range(25):
+        await redis.xadd(stream, {"n": str(n)})
+    await redis.xreadgroup(group, "mine-pod-1", {stream: ">"}, count=2)
+    await redis.xreadgroup(group, "mine-gone", {stream: ">"}, count=3)
+    h.declare_resources(kmock)
+    kmock.objects[h.DEPLOYMENTS, h.NAMESPACE, "mine"] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "mine", "namespace": h.NAMESPACE, "resourceVersion": "1"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "mine"}}},
+    }
+    kmock.objects[h.PODS, h.NAMESPACE, "mine-pod"] = {
+        "metadata": {"name": "mine-pod", "namespace": h.NAMESPACE, "labels": {"app": "mine"}},
+        "status": {"phase": "Running"},
+    }
+    body = h.stream_consumer("orders", spec(stream, group, redis_server.url))
+    del body["spec"]["consumer"]
+    body["spec"]["scaleTargetRef"] = {"name": "mine"}
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = body
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.replicas(kmock, "mine") == 3)  # 20 lag + 5 pending
+        await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 3)
+    assert h.obj(kmock, h.DEPLOYMENTS, "orders") is None, "nothing of its own with a target"
+    consumers = {c["name"].decode() for c in await redis.xinfo_consumers(stream, group)}
+    assert consumers == {"mine-pod-1"}
+
+
+async def test_the_redis_url_comes_from_a_secret_by_reference(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    stream, group = names("orders"), "writers"
+    h.declare_resources(kmock)
+    kmock.objects[h.SECRETS, h.NAMESPACE, "redis"] = {
+        "metadata": {"name": "redis", "namespace": h.NAMESPACE, "resourceVersion": "1"},
+        "data": {"url": base64.b64encode(redis_server.url.encode()).decode()},
+    }
+    body = h.stream_consumer("orders", spec(stream, group, redis_server.url, minReplicas=1))
+    body["spec"]["redis"] = {"urlSecretRef": {"name": "redis", "key": "url"}}
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = body
+    # The operator's own default URL points nowhere: only the Secret's URL can work.
+    async with h.running_operator(kmock, h.settings("redis://127.0.0.1:1/0")):
+        await h.eventually(lambda: h.condition(kmock, "orders", "Ready") == "True")
+    deployment = h.obj(kmock, h.DEPLOYMENTS, "orders") or {}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["STREAMSCALE_REDIS_URL"] == {
+        "name": "STREAMSCALE_REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "redis", "key": "url"}},
+    }
+    assert redis_server.url not in json.dumps(deployment)
