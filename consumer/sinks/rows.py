@@ -18,6 +18,10 @@ from streamscale.consumer.streams import StreamId
 Row = tuple[Any, ...]
 Convert = Callable[[Any], Any]
 
+UNSTORABLE = (orjson.JSONEncodeError, OverflowError)
+"""A valid payload the row still cannot hold: JSON nested deeper than orjson.dumps goes (255,
+while orjson.loads accepts 1024), a datetime that leaves the calendar when moved to UTC."""
+
 
 def _to_aware(value: Any) -> Any:
     # A timezone-aware column refuses naive datetimes: a naive one is taken as UTC.
@@ -108,7 +112,7 @@ class RowBuilder:
                 [m.id for m in messages],
                 {},
             )
-        except pydantic.ValidationError:
+        except (pydantic.ValidationError, *UNSTORABLE):
             pass
         rows: list[Row] = []
         ids: list[StreamId] = []
@@ -116,10 +120,14 @@ class RowBuilder:
         for message in messages:
             try:
                 value = self._one.validate_python(message.payload)
+                row = self._row(message.id, value)
             except pydantic.ValidationError as exc:
                 rejected[message.id] = _describe(exc)
                 continue
-            rows.append(self._row(message.id, value))
+            except UNSTORABLE as exc:
+                rejected[message.id] = f"cannot store the payload: {exc}"
+                continue
+            rows.append(row)
             ids.append(message.id)
         return rows, ids, rejected
 
@@ -134,12 +142,17 @@ class RowBuilder:
     def _events(
         self, messages: list[Message]
     ) -> tuple[list[Row], list[StreamId], dict[StreamId, str]]:
-        rows = []
+        rows, ids, rejected = [], [], {}
         for m in messages:
             produced = datetime.datetime.fromtimestamp(m.produced_ms / 1000, datetime.UTC)
-            payload: Any = orjson.dumps(m.payload).decode() if self._payload_json else m.payload
+            try:
+                payload: Any = orjson.dumps(m.payload).decode() if self._payload_json else m.payload
+            except UNSTORABLE as exc:
+                rejected[m.id] = f"cannot store the payload: {exc}"
+                continue
             rows.append((self.stream, m.id, payload, produced))
-        return rows, [m.id for m in messages], {}
+            ids.append(m.id)
+        return rows, ids, rejected
 
 
 def _plain_field(info: Any) -> Any:
