@@ -164,6 +164,7 @@ def run_chaos(
     except BaseException:
         print(fleet.output()[-20_000:])
         print(mover.output()[-5000:])
+        print(diagnose(client, stream, producer, pg, database_url))
         fleet.kill_all()
         mover.kill()
         raise
@@ -189,6 +190,22 @@ def run_chaos(
     print("\n" + report)
     write_report(f"chaos-{plan.messages}", report + "\n" + "\n".join(events))
     return verdict, figures
+
+
+def diagnose(
+    client: redis.Redis, stream: str, producer: Producer, pg: PostgresServer, database_url: str
+) -> str:
+    """What the group looks like when a run fails to drain."""
+    lines = [f"produced {len(producer.ids):,} done={producer.done.is_set()}"]
+    try:
+        lines.append(f"XLEN {client.xlen(stream)}; group {group_state(client, stream, GROUP)}")
+        lines += [f"consumer {c}" for c in client.xinfo_consumers(stream, GROUP)]
+        lines.append(f"XPENDING {client.xpending(stream, GROUP)}")
+        lines += [f"  {p}" for p in client.xpending_range(stream, GROUP, "-", "+", 10)]
+        lines.append(f"rows {len(table_ids(pg, database_url, 'products')):,}")
+    except Exception as exc:
+        lines.append(f"diagnosis failed: {exc!r}")
+    return "\n".join(lines)
 
 
 def assert_holds(verdict: Verdict, total: int, poison_every: int) -> None:
