@@ -291,6 +291,8 @@ def test_namespaced_rbac_makes_a_role_in_each_watched_namespace() -> None:
         assert ("kopf.dev", "clusterkopfpeerings") not in grants
         [subject] = bindings[namespace]["subjects"]
         assert subject["namespace"] == "streamscale"
+    env = {e["name"]: e.get("value") for e in operator_container(docs)["env"]}
+    assert env["STREAMSCALE_SCANNING"] == "false"
     command = operator_container(docs)["command"]
     assert command == [
         "streamscale", "operate", "--namespace", "shop", "--namespace", "billing",
@@ -314,6 +316,7 @@ def test_operator_deployment_defaults() -> None:
     assert env["STREAMSCALE_LOG_FORMAT"]["value"] == "json"
     assert env["STREAMSCALE_HTTP_PORT"]["value"] == "8080"
     assert "STREAMSCALE_REDIS_URL" not in env
+    assert "STREAMSCALE_SCANNING" not in env
     assert env["STREAMSCALE_CONSUMER_IMAGE"]["value"] == container["image"]
     peering = find(docs, "ClusterKopfPeering")
     assert env["STREAMSCALE_PEERING_NAME"]["value"] == peering["metadata"]["name"]

@@ -1,8 +1,8 @@
 """Every dashboard panel shows data scraped from real streamscale processes.
 
 The real things run: a consumer process (`python -m streamscale.consumer`) on a real redis-server
-and SQLite, the real operator (kopf, in this test's event loop, against kmock's Kubernetes
-emulator) serving its /metrics port, and Debian's Prometheus scraping both on loopback. Then every
+and SQLite, the operator process (`streamscale operate --namespace NS`, the chart's command) logged
+in to kmock's Kubernetes emulator, and Debian's Prometheus scraping both on loopback. Then every
 panel query of every dashboard, with the template variables filled in, must return data, and
 every metric a panel names must be one that the processes export.
 """
@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import kmock
-import kopf
 import pytest
 import redis.asyncio as aioredis
-from streamscale.operator.running import operate
+import yaml
 
 from tests.consumers import ConsumerProcess, product
 from tests.operator import harness as h
@@ -44,25 +44,82 @@ def substitute(expr: str, namespace: str, name: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serving_operator(
-    emulator: kmock.KubernetesEmulator, redis_url: str, port: int
+async def operator_process(
+    emulator: kmock.KubernetesEmulator, redis_url: str, port: int, workdir: Path
 ) -> AsyncIterator[None]:
-    """The real operator with its real HTTP port (/metrics), logged in to the emulator."""
-    stop, ready = asyncio.Event(), asyncio.Event()
-
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=str(emulator.url).rstrip("/"))
-
-    settings = h.settings(redis_url, http_port=port, http_host="127.0.0.1")
-    task = asyncio.create_task(
-        operate([h.NAMESPACE], settings=settings, login=login, stop_flag=stop, ready_flag=ready)
+    """`streamscale operate --namespace NS`, the chart's command, logged in through a kubeconfig
+    that points at the emulator (which runs in this test's event loop: never block it)."""
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "kmock", "cluster": {"server": str(emulator.url).rstrip("/")}}
+                ],
+                "users": [{"name": "test", "user": {}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                "current-context": "kmock",
+            }
+        )
     )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")},
+        "KUBECONFIG": str(kubeconfig),
+        "STREAMSCALE_REDIS_URL": redis_url,
+        "STREAMSCALE_HTTP_PORT": str(port),
+        "STREAMSCALE_HTTP_HOST": "127.0.0.1",
+        "STREAMSCALE_LOG_FORMAT": "json",
+        "STREAMSCALE_STANDALONE": "true",
+        # kmock cannot serve `GET /api/v1/namespaces`, which kopf's scanning lists.
+        "STREAMSCALE_SCANNING": "false",
+        "STREAMSCALE_MOVE_MIN_IDLE_SECONDS": "0.2",
+        "STREAMSCALE_ERROR_BACKOFF_CAP_SECONDS": "1",
+    }
+    log = workdir / "operator.log"
+    streamscale = Path(sys.executable).parent / "streamscale"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            str(streamscale), "operate", "--namespace", h.NAMESPACE,
+            env=env, cwd=workdir, stdout=out, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
     try:
-        await asyncio.wait_for(ready.wait(), 15)
+        for _ in range(150):  # bounded: 15 s for /healthz to answer
+            if process.returncode is not None:
+                raise AssertionError(f"streamscale operate exited:\n{log.read_text()}")
+            if await healthy(port):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"streamscale operate never served /healthz:\n{log.read_text()}")
         yield
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def healthy(port: int) -> bool:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 2)
+        return b" 200 " in status
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 @contextlib.asynccontextmanager
@@ -157,7 +214,7 @@ async def test_every_panel_shows_data_from_real_streamscale_processes(
     operator_port = free_port()
     stop = asyncio.Event()
     try:
-        async with serving_operator(kmock, redis_server.url, operator_port):
+        async with operator_process(kmock, redis_server.url, operator_port, tmp_path):
             await h.eventually(lambda: h.replicas(kmock, name) == 3, timeout=15)
             await asyncio.to_thread(consumer.start)
             producer = asyncio.create_task(keep_producing(redis, stream, stop))
