@@ -118,6 +118,9 @@ class PrometheusServer:
     def metric_names(self) -> set[str]:
         return set(self.api("/api/v1/label/__name__/values"))
 
+    def rules(self) -> list[dict[str, Any]]:
+        return [rule for group in self.api("/api/v1/rules")["groups"] for rule in group["rules"]]
+
     def targets(self) -> list[dict[str, Any]]:
         active: list[dict[str, Any]] = self.api("/api/v1/targets")["activeTargets"]
         return active
@@ -136,9 +139,13 @@ class PrometheusServer:
 
 @contextlib.contextmanager
 def running_prometheus(
-    jobs: Mapping[str, Sequence[str]], *, scrape_interval: str = "1s"
+    jobs: Mapping[str, Sequence[str]],
+    *,
+    scrape_interval: str = "1s",
+    rule_files: Sequence[Path] = (),
 ) -> Iterator[PrometheusServer]:
-    """Prometheus scraping `jobs` ({job name: ["127.0.0.1:port", ...]}) on loopback only."""
+    """Prometheus scraping `jobs` ({job name: ["127.0.0.1:port", ...]}) on loopback only,
+    evaluating `rule_files`."""
     for targets in jobs.values():
         for target in targets:
             assert target.startswith("127.0.0.1:"), "the tests scrape loopback only"
@@ -146,6 +153,7 @@ def running_prometheus(
         root = Path(tmp)
         config = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+            "rule_files": [str(path.resolve()) for path in rule_files],
             "scrape_configs": [
                 {"job_name": job, "honor_labels": True, "static_configs": [{"targets": list(t)}]}
                 for job, t in jobs.items()

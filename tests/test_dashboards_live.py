@@ -4,7 +4,9 @@ The real things run: a consumer process (`python -m streamscale.consumer`) on a 
 and SQLite, the operator process (`streamscale operate --namespace NS`, the chart's command) logged
 in to kmock's Kubernetes emulator, and Debian's Prometheus scraping both on loopback. Then every
 panel query of every dashboard, with the template variables filled in, must return data, and
-every metric a panel names must be one that the processes export.
+every metric a panel names must be one that the processes export. The same Prometheus loads the
+chart's alert rules: they must evaluate without error, and the operator and Redis are not
+reported down.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ CONSUMER_JOB = "streamscale-consumer"
 RATE_INTERVAL = "20s"
 """What `$__rate_interval` stands for here: many 1 s scrapes, so every rate() has samples."""
 CONSUMER_POD = "dash-consumer"
+RULES = Path(__file__).resolve().parent.parent / "charts/streamscale/alerts/streamscale.rules.yaml"
 
 
 def substitute(expr: str, namespace: str, name: str) -> str:
@@ -126,7 +129,9 @@ async def healthy(port: int) -> bool:
 async def prometheus(jobs: dict[str, list[str]]) -> AsyncIterator[PrometheusServer]:
     """running_prometheus, entered and left in a thread: the operator shares this loop."""
     stack = contextlib.ExitStack()
-    server = await asyncio.to_thread(stack.enter_context, running_prometheus(jobs))
+    server = await asyncio.to_thread(
+        stack.enter_context, running_prometheus(jobs, rule_files=[RULES])
+    )
     try:
         yield server
     finally:
@@ -233,6 +238,13 @@ async def test_every_panel_shows_data_from_real_streamscale_processes(
                 unknown = {n for _, _, e in queries() for n in metric_names(e)} - known
                 assert not unknown, f"panels name metrics no process exports: {unknown}"
                 assert not missing, "panels without data:\n" + "\n".join(missing)
+                # The chart's alert rules, loaded by this Prometheus, evaluate on the real series.
+                rules = await asyncio.to_thread(server.rules)
+                assert len(rules) == 5
+                for rule in rules:
+                    assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
+                    if rule["name"] in ("StreamscaleOperatorDown", "StreamscaleRedisUnreachable"):
+                        assert rule["state"] == "inactive", f"{rule['name']} on a healthy system"
                 targets = await asyncio.to_thread(server.targets)
                 assert {t["labels"]["job"] for t in targets if t["health"] == "up"} == set(jobs)
             stop.set()
