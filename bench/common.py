@@ -115,6 +115,16 @@ def new_database(pg: PostgresServer, name: str) -> str:
     return pg.url(name)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Watch:
     """Polls /proc/<pid>/status in a thread: the peak of VmRSS samples and the kernel's VmHWM."""
 
@@ -194,7 +204,7 @@ class Process:
 class Consumer(Process):
     """`python -m streamscale.consumer` with STREAMSCALE_* settings, as the tests run it."""
 
-    def __init__(self, name: str, **settings: Any) -> None:
+    def __init__(self, name: str, command: list[str] | None = None, **settings: Any) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -204,7 +214,8 @@ class Consumer(Process):
         }
         env.pop("PYTHONPATH", None)  # must not shadow the standard `operator`
         env.update({f"STREAMSCALE_{k.upper()}": str(v) for k, v in settings.items()})
-        super().__init__(name, [sys.executable, "-m", "streamscale.consumer"], env)
+        command = command or [sys.executable, "-m", "streamscale.consumer"]
+        super().__init__(name, command, env)
 
     def get(self, path: str) -> tuple[int, str]:
         try:

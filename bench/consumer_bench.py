@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -42,6 +43,7 @@ from common import (
     Watch,
     as_str,
     blocked_readers,
+    cpu_seconds,
     fill,
     group_state,
     histogram_delta,
@@ -67,7 +69,13 @@ class Throughput:
     name: str
     messages: int
     seconds: float
+    cpu_seconds: float
     peak_rss_mb: float | None = None
+
+    @property
+    def cpu_us_per_message(self) -> float:
+        """The contender's own CPU time per message (less sensitive to a busy machine)."""
+        return self.cpu_seconds / self.messages * 1e6
 
     @property
     def rate(self) -> float:
@@ -110,18 +118,23 @@ class Bench:
                 s[key] = value
         return {**s, **extra}
 
+    def command(self) -> list[str] | None:
+        return shlex.split(self.args.consumer_cmd) if self.args.consumer_cmd else None
+
     def prepare(self, stream: str, group: str) -> None:
         self.client.delete(stream)
         self.client.copy(SOURCE, stream)
         self.client.xgroup_create(stream, group, id="$")
 
-    def race(self, proc: Process, stream: str, group: str, consumers: int) -> float:
-        """Release the N entries to the ready contender; seconds until all are acked."""
+    def race(self, proc: Process, stream: str, group: str, consumers: int) -> tuple[float, float]:
+        """Release the N entries to the ready contender; seconds until all are acked, and the
+        contender's CPU seconds meanwhile."""
         n = self.args.messages
         wait_for(
             lambda: proc.check_alive() or blocked_readers(self.client) >= consumers,
             60, 0.02, f"{consumers} reader(s) of {proc.log.stem} blocked in XREADGROUP",
         )  # fmt: skip
+        cpu = cpu_seconds(proc.pid)
         started = time.perf_counter()
         self.client.execute_command("XGROUP", "SETID", stream, group, "0", "ENTRIESREAD", "0")
         last = as_str(self.client.xadd(stream, {"data": json.dumps(product(n - 1))}))
@@ -132,7 +145,7 @@ class Bench:
             return pending == 0 and delivered == last
 
         wait_for(drained, max(120.0, n / 300), 0.01, f"{proc.log.stem} to ack {n:,} entries")
-        return time.perf_counter() - started
+        return time.perf_counter() - started, cpu_seconds(proc.pid) - cpu
 
     def count_rows(self, database: str) -> int:
         return int(self.pg.psql(f"SELECT count(*) FROM {TABLE}", database=database))
@@ -148,26 +161,26 @@ class Bench:
              "--database-url", url.replace("postgresql://", "postgresql+asyncpg://", 1)],
         )  # fmt: skip
         try:
-            seconds = self.race(proc, stream, group, consumers=3)
+            seconds, cpu = self.race(proc, stream, group, consumers=3)
         finally:
             proc.stop(timeout=8)
         check_rows(self.count_rows("bench_baseline"), n, "baseline")
-        return Throughput("baseline: seeds/000 (3 workers, COUNT 100, ORM)", n, seconds)
+        return Throughput("baseline: seeds/000 (3 workers, COUNT 100, ORM)", n, seconds, cpu)
 
     def streamscale(self, label: str = "", **settings: Any) -> Throughput:
         n, stream, group = self.args.messages, "bench:streamscale", "streamscale"
         self.prepare(stream, group)
         url = new_database(self.pg, "bench_streamscale")
         config = self.consumer_settings(stream, url, **settings)
-        proc = Consumer("consumer-throughput", **config)
+        proc = Consumer("consumer-throughput", self.command(), **config)
         watch = Watch(proc.pid)
         profiler = None
         try:
             proc.wait_ready()
             if self.args.profile:
-                profiler = start_profiler(proc.pid, "consumer-throughput")
+                profiler = start_profiler(proc.pid, "consumer-throughput", self.args.profile)
             concurrency = int(config.get("concurrency", 0)) or default_concurrency()
-            seconds = self.race(proc, stream, group, consumers=concurrency)
+            seconds, cpu = self.race(proc, stream, group, consumers=concurrency)
         finally:
             watch.stop()
             proc.stop()
@@ -175,13 +188,13 @@ class Bench:
                 finish_profiler(profiler)
         check_rows(self.count_rows("bench_streamscale"), n, "streamscale")
         name = "streamscale consume" + (f" ({label})" if label else "")
-        return Throughput(name, n, seconds, watch.peak_mb)
+        return Throughput(name, n, seconds, cpu, watch.peak_mb)
 
     def latency(self) -> Latency:
         args, stream = self.args, "bench:latency"
         self.client.delete(stream)
         url = new_database(self.pg, "bench_latency")
-        proc = Consumer("consumer-latency", **self.consumer_settings(stream, url))
+        proc = Consumer("consumer-latency", self.command(), **self.consumer_settings(stream, url))
         watch = Watch(proc.pid)
         try:
             proc.wait_ready()
@@ -271,15 +284,15 @@ def paced_produce(
     return sent, time.perf_counter() - start, wall_start + warmup
 
 
-def start_profiler(pid: int, name: str) -> subprocess.Popen[bytes]:
-    """py-spy record (collapsed stacks) on the consumer until it exits."""
+def start_profiler(pid: int, name: str, mode: str) -> subprocess.Popen[bytes]:
+    """py-spy record (collapsed stacks) on the consumer until it exits; `native` adds C frames."""
     spy = Path(sys.executable).with_name("py-spy")
     if not spy.exists():
         raise RuntimeError(f"--profile needs py-spy: {sys.executable} -m pip install py-spy")
     out = LOGS / f"{name}.pyspy.txt"
     proc = subprocess.Popen(
         [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-         "--output", str(out), "--nonblocking"],
+         "--output", str(out), *(["--native"] if mode == "native" else ["--nonblocking"])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(0.5)  # py-spy attaches
@@ -317,9 +330,15 @@ def report(
     print(
         table(
             [
-                ("contender", "messages", "seconds", "messages/s"),
+                ("contender", "messages", "seconds", "messages/s", "CPU µs/message"),
                 *[
-                    (t.name, f"{t.messages:,}", f"{t.seconds:.2f}", f"{t.rate:,.0f}")
+                    (
+                        t.name,
+                        f"{t.messages:,}",
+                        f"{t.seconds:.2f}",
+                        f"{t.rate:,.0f}",
+                        f"{t.cpu_us_per_message:.1f}",
+                    )
                     for t in (base, ours)
                 ],
             ]
@@ -361,13 +380,16 @@ def report(
 
 def sweep(bench: Bench) -> None:
     """Throughput of a few settings combinations (fresh database and process each)."""
-    rows = [("batch_size", "concurrency", "pool_size", "messages/s", "peak RSS")]
+    rows = [("batch_size", "concurrency", "pool_size", "messages/s", "CPU µs/msg", "peak RSS")]
     for batch, conc, pool in [
         (int(b), int(c), int(p))
         for b, c, p in (spec.split(":") for spec in bench.args.sweep.split(","))
     ]:
         t = bench.streamscale(batch_size=batch, concurrency=conc, pool_size=pool)
-        rows.append((str(batch), str(conc), str(pool), f"{t.rate:,.0f}", f"{t.peak_rss_mb:.1f} MB"))
+        rows.append(
+            (str(batch), str(conc), str(pool), f"{t.rate:,.0f}", f"{t.cpu_us_per_message:.1f}",
+             f"{t.peak_rss_mb:.1f} MB")
+        )  # fmt: skip
         print(f"  {rows[-1]}", flush=True)
     print()
     print(table(rows))
@@ -388,9 +410,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--sweep", metavar="B:C:P,...", help="only throughput for these batch:concurrency:pool"
     )
     p.add_argument(
-        "--profile", action="store_true",
-        help="py-spy the consumer's throughput run into .build/bench-logs/*.pyspy.txt",
+        "--profile", nargs="?", const="python", choices=("python", "native"),
+        help="py-spy the consumer's throughput run into .build/bench-logs/*.pyspy.txt "
+        "(`native`: with C/Cython frames)",
     )  # fmt: skip
+    p.add_argument(
+        "--consumer-cmd",
+        help="run this instead of `python -m streamscale.consumer` (profilers, experiments)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
     if args.messages is None:
@@ -423,10 +450,15 @@ def main(argv: list[str] | None = None) -> int:
         base = None
         if not args.no_baseline:
             base = bench.baseline()
-            print(f"baseline: {base.rate:,.0f} messages/s ({base.seconds:.2f}s)", flush=True)
+            print(
+                f"baseline: {base.rate:,.0f} messages/s ({base.seconds:.2f}s, "
+                f"{base.cpu_us_per_message:.1f} CPU µs/message)",
+                flush=True,
+            )
         ours = bench.streamscale()
         print(
-            f"streamscale: {ours.rate:,.0f} messages/s ({ours.seconds:.2f}s), "
+            f"streamscale: {ours.rate:,.0f} messages/s ({ours.seconds:.2f}s, "
+            f"{ours.cpu_us_per_message:.1f} CPU µs/message), "
             f"peak RSS {ours.peak_rss_mb:.1f} MB",
             flush=True,
         )

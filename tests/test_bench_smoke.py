@@ -1,0 +1,28 @@
+"""`make bench` still runs: the consumer benchmark end to end with tiny numbers.
+
+Only that it completes and prints its figures: speed never belongs in a timed test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.consumers import ROOT
+
+
+@pytest.mark.timeout(90)
+def test_consumer_bench_smoke_run_prints_the_ratio_and_the_targets() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/run.py", "--only", "consumer", "--quick",
+         "--messages", "2000", "--latency-seconds", "2"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=80,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "ratio: streamscale / baseline = " in out
+    for target in ("throughput vs baseline", "consumer peak RSS", "p99 end-to-end"):
+        assert target in out
+    assert "2,000" in out  # both contenders stored every message (checked by the bench)
