@@ -18,6 +18,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from streamscale.operator import constants as operator_constants
 from streamscale.operator.settings import OperatorSettings
 
 from streamscale.cli import cli
@@ -537,10 +538,11 @@ def test_monitoring_objects() -> None:
     assert service_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
     pod_monitor = find(docs, "PodMonitor")
+    # The labels and port name the operator gives every consumer pod it owns.
     selector = pod_monitor["spec"]["selector"]["matchLabels"]
-    assert selector == {"app.kubernetes.io/name": "streamscale-consumer"}
+    assert selector == {operator_constants.LABEL_NAME: operator_constants.CONSUMER_APP}
     [pod_endpoint] = pod_monitor["spec"]["podMetricsEndpoints"]
-    assert pod_endpoint["port"] == "metrics"
+    assert pod_endpoint["port"] == operator_constants.METRICS_PORT_NAME
     assert pod_monitor["spec"]["namespaceSelector"] == {"matchNames": ["shop"]}
 
     rule = find(docs, "PrometheusRule")
