@@ -20,6 +20,7 @@ import pytest
 import yaml
 from streamscale.operator import constants as operator_constants
 from streamscale.operator.settings import OperatorSettings
+from streamscale.operator.specs import build_deployment, parse
 
 from streamscale.cli import cli
 from tests.helm import CHART, REPO, helm, helm_binary, template, values_table
@@ -623,3 +624,29 @@ def test_example_values_lint_and_validate(values: Path) -> None:
             check_peering_object(doc)
         else:
             kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+
+
+def test_consumer_deployment_the_operator_builds_is_restricted_and_scraped() -> None:
+    """The operator's consumer pods: restricted PSS, valid, and selected by the PodMonitor."""
+    body = yaml.safe_load((REPO / "examples" / "streamconsumer.yaml").read_text())
+    body["metadata"].update(namespace="shop", uid="0f2b6a4e-0000-4000-8000-000000000001")
+    spec = parse("shop", body["metadata"]["name"], body["spec"])
+    deployment = build_deployment(
+        spec,
+        body,
+        replicas=2,
+        default_image="streamscale:0.1.0",
+        default_redis_url="redis://redis:6379/0",
+    )
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(deployment, version, strict=True)
+    check_restricted(deployment["spec"]["template"]["spec"], "operator's consumer Deployment")
+    docs = template([CHART / "ci" / "monitoring-values.yaml"])
+    pod_monitor = find(docs, "PodMonitor")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    [endpoint] = pod_monitor["spec"]["podMetricsEndpoints"]
+    ports = {
+        p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]
+    }
+    assert endpoint["port"] in ports
