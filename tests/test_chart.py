@@ -264,6 +264,7 @@ def test_cluster_wide_rbac_grants_what_kopf_and_streamscale_need() -> None:
     sc_verbs = {"get", "list", "watch", "patch", "update"}
     assert grants[("streamscale.io", "streamconsumers")] == sc_verbs
     assert {"patch", "update"} <= grants[("streamscale.io", "streamconsumers/status")]
+    assert grants[("streamscale.io", "streamconsumers/finalizers")] == {"update"}
     assert grants[("apps", "deployments")] == {
         "get", "list", "watch", "create", "patch", "update", "delete",
     }  # fmt: skip

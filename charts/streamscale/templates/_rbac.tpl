@@ -11,6 +11,11 @@ group, resource and verb is named. The same streamscale block serves the Cluster
 - apiGroups: ["streamscale.io"]
   resources: ["streamconsumers/status"]
   verbs: ["get", "patch", "update"]
+# The consumer Deployment's owner reference blocks the owner's deletion (blockOwnerDeletion),
+# which clusters with OwnerReferencesPermissionEnforcement (OpenShift) allow only with this.
+- apiGroups: ["streamscale.io"]
+  resources: ["streamconsumers/finalizers"]
+  verbs: ["update"]
 # The consumer Deployment of each StreamConsumer: created, scaled and deleted by the operator.
 - apiGroups: ["apps"]
   resources: ["deployments"]
@@ -25,9 +30,6 @@ group, resource and verb is named. The same streamscale block serves the Cluster
   verbs: ["get"]
 # Scaling and dead-letter Events on the StreamConsumer.
 - apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create"]
-- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
