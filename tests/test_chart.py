@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -651,3 +652,24 @@ def test_consumer_deployment_the_operator_builds_is_restricted_and_scraped() -> 
         p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]
     }
     assert endpoint["port"] in ports
+
+
+def test_packaged_chart_ships_rules_dashboards_and_crds_but_no_test_files(tmp_path: Path) -> None:
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    [package] = tmp_path.glob("streamscale-*.tgz")
+    with tarfile.open(package) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames()}
+    assert {"alerts/streamscale.rules.yaml", "dashboards/overview.json", "values.schema.json"} <= (
+        names
+    )
+    assert "crds/streamconsumers.yaml" in names
+    assert not [n for n in names if n.startswith("ci/") or n.endswith(".test.yaml")]
+    args = [
+        "template",
+        "rel",
+        str(package),
+        "--values",
+        str(CHART / "ci" / "monitoring-values.yaml"),
+    ]
+    docs = [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
+    assert {"PrometheusRule", "ConfigMap"} <= {d["kind"] for d in docs}
