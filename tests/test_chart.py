@@ -85,7 +85,8 @@ def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
         and d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
     )
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    return container
+    found: dict[str, Any] = container
+    return found
 
 
 def crd_schema() -> dict[str, Any] | None:
