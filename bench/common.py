@@ -125,6 +125,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of `root` and its direct children (PostgreSQL's postmaster and backends)."""
+    total = cpu_seconds(root)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == root:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+def postmaster_pid(pg: PostgresServer) -> int:
+    return int((pg.data / "postmaster.pid").read_text().split()[0])
+
+
 class Watch:
     """Polls /proc/<pid>/status in a thread: the peak of VmRSS samples and the kernel's VmHWM."""
 

@@ -49,7 +49,9 @@ from common import (
     histogram_delta,
     histogram_quantile,
     new_database,
+    postmaster_pid,
     product,
+    tree_cpu_seconds,
     wait_for,
 )
 
@@ -70,12 +72,27 @@ class Throughput:
     messages: int
     seconds: float
     cpu_seconds: float
+    """The contender's own CPU time during the race."""
+    servers_cpu_seconds: tuple[float, float]
+    """PostgreSQL's (postmaster and backends) and redis-server's CPU time during the race."""
     peak_rss_mb: float | None = None
 
     @property
     def cpu_us_per_message(self) -> float:
         """The contender's own CPU time per message (less sensitive to a busy machine)."""
         return self.cpu_seconds / self.messages * 1e6
+
+    def us_per_message(self, seconds: float) -> float:
+        return seconds / self.messages * 1e6
+
+    @property
+    def cpu_breakdown(self) -> str:
+        """CPU µs per message: contender / PostgreSQL / Redis."""
+        pg, rs = self.servers_cpu_seconds
+        return (
+            f"{self.cpu_us_per_message:.1f} / {self.us_per_message(pg):.1f} / "
+            f"{self.us_per_message(rs):.1f}"
+        )
 
     @property
     def rate(self) -> float:
@@ -101,7 +118,9 @@ class Bench:
     args: argparse.Namespace
     client: redis.Redis
     redis_url: str
+    redis_pid: int
     pg: PostgresServer
+    pg_pid: int
 
     def consumer_settings(self, stream: str, database_url: str, **extra: Any) -> dict[str, Any]:
         s: dict[str, Any] = {
@@ -126,15 +145,18 @@ class Bench:
         self.client.copy(SOURCE, stream)
         self.client.xgroup_create(stream, group, id="$")
 
-    def race(self, proc: Process, stream: str, group: str, consumers: int) -> tuple[float, float]:
+    def race(
+        self, proc: Process, stream: str, group: str, consumers: int
+    ) -> tuple[float, float, tuple[float, float]]:
         """Release the N entries to the ready contender; seconds until all are acked, and the
-        contender's CPU seconds meanwhile."""
+        CPU seconds meanwhile of the contender, and of PostgreSQL and Redis."""
         n = self.args.messages
         wait_for(
             lambda: proc.check_alive() or blocked_readers(self.client) >= consumers,
             60, 0.02, f"{consumers} reader(s) of {proc.log.stem} blocked in XREADGROUP",
         )  # fmt: skip
         cpu = cpu_seconds(proc.pid)
+        pg_cpu, redis_cpu = tree_cpu_seconds(self.pg_pid), cpu_seconds(self.redis_pid)
         started = time.perf_counter()
         self.client.execute_command("XGROUP", "SETID", stream, group, "0", "ENTRIESREAD", "0")
         last = as_str(self.client.xadd(stream, {"data": json.dumps(product(n - 1))}))
@@ -145,7 +167,12 @@ class Bench:
             return pending == 0 and delivered == last
 
         wait_for(drained, max(120.0, n / 300), 0.01, f"{proc.log.stem} to ack {n:,} entries")
-        return time.perf_counter() - started, cpu_seconds(proc.pid) - cpu
+        seconds = time.perf_counter() - started
+        servers = (
+            tree_cpu_seconds(self.pg_pid) - pg_cpu,
+            cpu_seconds(self.redis_pid) - redis_cpu,
+        )
+        return seconds, cpu_seconds(proc.pid) - cpu, servers
 
     def count_rows(self, database: str) -> int:
         return int(self.pg.psql(f"SELECT count(*) FROM {TABLE}", database=database))
@@ -161,11 +188,13 @@ class Bench:
              "--database-url", url.replace("postgresql://", "postgresql+asyncpg://", 1)],
         )  # fmt: skip
         try:
-            seconds, cpu = self.race(proc, stream, group, consumers=3)
+            seconds, cpu, servers = self.race(proc, stream, group, consumers=3)
         finally:
             proc.stop(timeout=8)
         check_rows(self.count_rows("bench_baseline"), n, "baseline")
-        return Throughput("baseline: seeds/000 (3 workers, COUNT 100, ORM)", n, seconds, cpu)
+        return Throughput(
+            "baseline: seeds/000 (3 workers, COUNT 100, ORM)", n, seconds, cpu, servers
+        )
 
     def streamscale(self, label: str = "", **settings: Any) -> Throughput:
         n, stream, group = self.args.messages, "bench:streamscale", "streamscale"
@@ -180,7 +209,7 @@ class Bench:
             if self.args.profile:
                 profiler = start_profiler(proc.pid, "consumer-throughput", self.args.profile)
             concurrency = int(config.get("concurrency", 0)) or default_concurrency()
-            seconds, cpu = self.race(proc, stream, group, consumers=concurrency)
+            seconds, cpu, servers = self.race(proc, stream, group, consumers=concurrency)
         finally:
             watch.stop()
             proc.stop()
@@ -188,7 +217,7 @@ class Bench:
                 finish_profiler(profiler)
         check_rows(self.count_rows("bench_streamscale"), n, "streamscale")
         name = "streamscale consume" + (f" ({label})" if label else "")
-        return Throughput(name, n, seconds, cpu, watch.peak_mb)
+        return Throughput(name, n, seconds, cpu, servers, watch.peak_mb)
 
     def latency(self) -> Latency:
         args, stream = self.args, "bench:latency"
@@ -330,14 +359,20 @@ def report(
     print(
         table(
             [
-                ("contender", "messages", "seconds", "messages/s", "CPU µs/message"),
+                (
+                    "contender",
+                    "messages",
+                    "seconds",
+                    "messages/s",
+                    "CPU µs/msg: self / PostgreSQL / Redis",
+                ),
                 *[
                     (
                         t.name,
                         f"{t.messages:,}",
                         f"{t.seconds:.2f}",
                         f"{t.rate:,.0f}",
-                        f"{t.cpu_us_per_message:.1f}",
+                        t.cpu_breakdown,
                     )
                     for t in (base, ours)
                 ],
@@ -380,14 +415,16 @@ def report(
 
 def sweep(bench: Bench) -> None:
     """Throughput of a few settings combinations (fresh database and process each)."""
-    rows = [("batch_size", "concurrency", "pool_size", "messages/s", "CPU µs/msg", "peak RSS")]
+    rows = [
+        ("batch", "concurrency", "pool", "messages/s", "CPU µs/msg: self / PG / Redis", "peak RSS")
+    ]
     for batch, conc, pool in [
         (int(b), int(c), int(p))
         for b, c, p in (spec.split(":") for spec in bench.args.sweep.split(","))
     ]:
         t = bench.streamscale(batch_size=batch, concurrency=conc, pool_size=pool)
         rows.append(
-            (str(batch), str(conc), str(pool), f"{t.rate:,.0f}", f"{t.cpu_us_per_message:.1f}",
+            (str(batch), str(conc), str(pool), f"{t.rate:,.0f}", t.cpu_breakdown,
              f"{t.peak_rss_mb:.1f} MB")
         )  # fmt: skip
         print(f"  {rows[-1]}", flush=True)
@@ -439,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     with running_redis() as rs, running_postgres() as pg:
         client = redis.Redis.from_url(rs.url)
-        bench = Bench(args, client, rs.url, pg)
+        assert rs.proc is not None
+        bench = Bench(args, client, rs.url, rs.proc.pid, pg, postmaster_pid(pg))
         started = time.perf_counter()
         fill(client, SOURCE, 0, args.messages - 1)
         took = time.perf_counter() - started
