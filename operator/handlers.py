@@ -6,7 +6,9 @@ fresh operator against its own Kubernetes emulator, and `running.py` another for
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +22,21 @@ logger = logging.getLogger(__name__)
 
 Login = Callable[..., Awaitable[kopf.ConnectionInfo | None] | kopf.ConnectionInfo | None]
 RESOURCE = (c.GROUP, c.VERSION, c.PLURAL)
+MAX_FIRST_DELAY = 10.0
+STOP_CHECK_SECONDS = 0.5
+
+
+async def pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Sleep `seconds`, or less once the daemon is asked to stop.
+
+    Not `await stopped.wait(seconds)`: kopf 1.45 runs that in a task of its own whose timeout
+    ends as a TimeoutError result, and a daemon (re)started while the operator shuts down leaves
+    that task behind for kopf's final re-raise of failed tasks to report.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not stopped and (left := deadline - loop.time()) > 0:  # noqa: ASYNC110 (see above)
+        await asyncio.sleep(min(left, STOP_CHECK_SECONDS))
 
 
 def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -80,6 +97,7 @@ def register(
         name: str,
         namespace: str | None,
         body: kopf.Body,
+        spec: kopf.Spec,
         status: kopf.Status,
         stopped: kopf.DaemonStopped,
         **_: Any,
@@ -90,9 +108,13 @@ def register(
         with its spec, and `body` here is a live view of the latest version of the object.
         """
         poller = Poller(runtime, namespace or "", name, status)
+        # Spread the first polls of many StreamConsumers (an operator restart starts them all at
+        # once) over one poll interval, so they do not hit Redis and the API server together.
+        first = float((spec.get("scaling") or {}).get("pollSeconds") or c.DEFAULT_POLL_SECONDS)
+        await pause(stopped, random.uniform(0, min(first, MAX_FIRST_DELAY)))
         try:
             while not stopped and not runtime.closed:
                 result = await poller.tick(body)
-                await stopped.wait(result.delay)
+                await pause(stopped, result.delay)
         finally:
             m.forget(namespace or "", name)

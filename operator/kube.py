@@ -39,11 +39,13 @@ class Kube:
             # kopf warns that its BasicAuth helper is deprecated; the value is still what we need.
             warnings.simplefilter("ignore", DeprecationWarning)
             auth = info.as_aiohttp_basic_auth()
+        # Hundreds of poll daemons share this session: the time a request waits for a free
+        # connection must not count against it, only connecting and reading do.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=20, ssl=info.as_ssl_context()),
+            connector=aiohttp.TCPConnector(limit=64, ssl=info.as_ssl_context()),
             headers=info.as_http_headers(),
             auth=auth,
-            timeout=aiohttp.ClientTimeout(total=30),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
         )
 
     async def close(self) -> None:

@@ -32,6 +32,13 @@ POLL_SECONDS = Histogram(
 
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted StreamConsumer's series, so dashboards do not show it forever."""
-    for metric in (GROUP_LAG, GROUP_PENDING, GROUP_CONSUMERS, DESIRED_REPLICAS, REPLICAS):
+    for metric in (
+        GROUP_LAG,
+        GROUP_PENDING,
+        GROUP_CONSUMERS,
+        DESIRED_REPLICAS,
+        REPLICAS,
+        POLL_SECONDS,
+    ):
         with contextlib.suppress(KeyError):
             metric.remove(namespace, name)

@@ -208,8 +208,9 @@ async def test_spec_changes_reach_the_deployment_and_metrics_are_labelled(
     )
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.replicas(kmock, "orders") == 1)
-        path = f"/apis/streamscale.io/v1alpha1/namespaces/{h.NAMESPACE}/streamconsumers/orders"
-        await merge_patch(kmock, path, {"spec": {"consumer": {"image": "streamscale:v2"}}})
+        await merge_patch(
+            kmock, h.stc_path("orders"), {"spec": {"consumer": {"image": "streamscale:v2"}}}
+        )
 
         def image() -> str:
             deployment = h.obj(kmock, h.DEPLOYMENTS, "orders") or {}
@@ -221,7 +222,9 @@ async def test_spec_changes_reach_the_deployment_and_metrics_are_labelled(
         labels = {"namespace": h.NAMESPACE, "name": "orders"}
         await h.eventually(lambda: REGISTRY.get_sample_value("streamscale_replicas", labels) == 1)
         assert REGISTRY.get_sample_value("streamscale_group_lag", labels) == 0
-        assert REGISTRY.get_sample_value("streamscale_poll_seconds_count", labels)
+        await h.eventually(
+            lambda: REGISTRY.get_sample_value("streamscale_poll_seconds_count", labels)
+        )
 
 
 async def test_scale_target_ref_scales_an_existing_deployment_and_finds_its_pods(
@@ -282,3 +285,25 @@ async def test_the_redis_url_comes_from_a_secret_by_reference(
         "valueFrom": {"secretKeyRef": {"name": "redis", "key": "url"}},
     }
     assert redis_server.url not in json.dumps(deployment)
+
+
+async def test_deleting_the_stream_consumer_releases_it_and_leaves_cleanup_to_the_owner_ref(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    stream, group = names("orders"), "writers"
+    h.declare_resources(kmock)
+    body = h.stream_consumer("orders", spec(stream, group, redis_server.url))
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = body
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.status(kmock, "orders").get("conditions"))
+        deployment = h.obj(kmock, h.DEPLOYMENTS, "orders") or {}
+        (owner,) = deployment["metadata"]["ownerReferences"]
+        assert owner["uid"] == body["metadata"]["uid"] and owner["blockOwnerDeletion"] is True
+        url = str(kmock.url).rstrip("/") + h.stc_path("orders")
+        async with aiohttp.ClientSession() as session, session.delete(url) as response:
+            assert response.status == 200
+        await h.eventually(lambda: h.obj(kmock, h.STC, "orders") is None)
+        labels = {"namespace": h.NAMESPACE, "name": "orders"}
+        await h.eventually(
+            lambda: REGISTRY.get_sample_value("streamscale_replicas", labels) is None
+        )

@@ -69,6 +69,11 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     }
 
 
+def stc_path(name: str) -> str:
+    """The API path of a StreamConsumer in `ns1`."""
+    return f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{NAMESPACE}/{c.PLURAL}/{name}"
+
+
 def stream_consumer(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     """A StreamConsumer body as the API server would store it."""
     return {
