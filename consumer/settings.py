@@ -2,8 +2,9 @@
 
 import os
 import socket
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from streamscale.consumer.constants import DEAD_LETTER_SUFFIX
 
@@ -20,6 +21,9 @@ class ConsumerSettings(BaseSettings):
         env_prefix="STREAMSCALE_",
         extra="ignore",
         secrets_dir=os.environ.get("STREAMSCALE_SECRETS_DIR"),
+        # A validation error names the setting and the problem, never the value: values hold
+        # passwords.
+        hide_input_in_errors=True,
     )
 
     redis_url: SecretStr = Field(
@@ -73,6 +77,24 @@ class ConsumerSettings(BaseSettings):
         "", description="Metric label `name` (the StreamConsumer); defaults to group."
     )
     pool_size: int = Field(4, ge=1, description="Database connections.")
+
+    @field_validator("redis_url", "database_url")
+    @classmethod
+    def _parsable(cls, value: SecretStr) -> SecretStr:
+        """Refuse a URL whose port is not a number, without quoting any part of it.
+
+        An unescaped `/`, `?` or `#` in a password ends the host part early, so the clients
+        would report the start of the password as a bad port (`invalid literal for int():
+        'se'`) in a traceback; base64 passwords often contain `/`.
+        """
+        try:
+            urlsplit(value.get_secret_value()).port  # noqa: B018 - parsing is the check
+        except ValueError:
+            raise ValueError(
+                "not a valid URL: the text after the host is not a port number; percent-encode"
+                " '/', '?', '#', '@' and ':' in the user name and password (e.g. '/' as '%2F')"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _defaults(self) -> "ConsumerSettings":
