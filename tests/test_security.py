@@ -330,6 +330,12 @@ def test_no_secret_in_logs_metrics_or_health_answers_up_down_or_refused(
     base = {"stream": STREAM, "group": names("g"), "model": "tests.models:Product",
             "log_level": "DEBUG"}  # fmt: skip
     wrong_pg = good_pg.replace(pg_password, "x" + pg_password[1:])
+    # Base64 passwords contain '/': left unescaped in a URL it ends the host part, and the
+    # clients would report the password's first part as a bad port number.
+    slashed = ["b64" + uuid.uuid4().hex[:12], uuid.uuid4().hex[:12] + "+x=", uuid.uuid4().hex[:9]]
+    secrets += slashed
+    slash_pg = f"postgresql://writer:{slashed[0]}/{slashed[1]}@127.0.0.1:{pg.port}/shop"
+    slash_redis = user_url(acl_redis, "streamscale-consumer", f"{slashed[2]}#{slashed[0]}")
     both = {"redis_url": good_redis, "database_url": good_pg}
     scenarios: list[tuple[str, dict[str, object], str]] = [
         ("from files, all up", {"secrets_dir": secret_dir}, "ready"),
@@ -343,13 +349,15 @@ def test_no_secret_in_logs_metrics_or_health_answers_up_down_or_refused(
          "Redis unavailable"),
         ("database URL malformed", {**both, "database_url": good_pg.replace(f":{pg.port}", ":x")},
          "exit"),
+        ("'/' in database password", {**both, "database_url": slash_pg}, "exit"),
+        ("'#' in Redis password", {**both, "redis_url": slash_redis}, "exit"),
     ]  # fmt: skip
     for label, extra, expect in scenarios:
         consumer = ConsumerProcess(**{**base, **extra}).start(wait_ready=False)
         answers = []
         try:
             if expect == "exit":
-                consumer.wait(30)
+                assert consumer.wait(30) == 2, consumer.output()
             else:
                 wait_until(
                     lambda c=consumer, e=expect: (c.ready() if e == "ready" else e in c.output()),
