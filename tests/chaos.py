@@ -29,7 +29,7 @@ from typing import Any
 import redis
 
 from tests.consumers import ROOT, ConsumerProcess, product, wait_until
-from tests.servers import PostgresServer
+from tests.servers import PostgresServer, RedisServer
 
 POISON_KINDS = ("not-json", "wrong-type", "nul-byte")
 """Poison that fails in the decoder, in model validation, and only in PostgreSQL."""
@@ -495,8 +495,74 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.run(_mover(args))
 
 
-if __name__ == "__main__":
-    main()
+LOAD_GROUP = "writers"
+
+
+def run_load(
+    redis_server: RedisServer, pg: PostgresServer, names: Callable[[str], str],
+    consumers: int, per_stream: int, timeout: float,
+) -> str:  # fmt: skip
+    client = redis.Redis.from_url(redis_server.url)
+    streams = [names(f"load{i}") for i in range(consumers)]
+    databases = [f"load_{s.rsplit('-', 1)[1]}_{i}" for i, s in enumerate(streams)]
+    for db in databases:
+        pg.psql(f"CREATE DATABASE {db}")
+    lock = threading.Lock()
+    started = time.monotonic()
+    producers = [Producer(redis_server.url, s, per_stream, 100, lock, chunk=2000) for s in streams]
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join(timeout)
+        assert p.error is None, p.error
+    produced_s = time.monotonic() - started
+    total = consumers * per_stream
+    procs = [
+        ConsumerProcess(redis_url=redis_server.url, database_url=pg.url(db), stream=s,
+                        group=LOAD_GROUP, model="tests.models:Product", consumer=f"pod-{i}")
+        for i, (s, db) in enumerate(zip(streams, databases, strict=True))
+    ]  # fmt: skip
+    started = time.monotonic()
+    try:
+        for proc in procs:
+            proc.start(wait_ready=False)
+        for s in streams:
+            wait_until(lambda s=s: drained(client, s, LOAD_GROUP, per_stream), timeout, 0.5,
+                       f"{s} drained")  # fmt: skip
+        consumed_s = time.monotonic() - started
+        for proc in procs:
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(60) for proc in procs]
+        assert codes == [0] * consumers
+    finally:
+        for proc in procs:
+            proc.kill()
+    lines = [
+        f"load: {consumers} StreamConsumers x {per_stream:,} messages (1% poison) = {total:,}, "
+        f"one redis-server, one PostgreSQL, {os.cpu_count()} cores "
+        f"(load average {os.getloadavg()[0]:.1f} at the end: other work shares them)",
+        f"produce: {produced_s:.1f}s ({total / produced_s:,.0f}/s, pipelined XADD)",
+        f"consume: {consumed_s:.1f}s from launching the processes to the last ack "
+        f"({total / consumed_s:,.0f} messages/s, {total / consumed_s / consumers:,.0f} per "
+        "consumer)",
+        f"{'stream':<6} {'rows':>9} {'dead':>6} {'lost':>5} {'dup':>5} {'unexp':>5} invariant",
+    ]
+    all_ok = True
+    for i, (s, db, p) in enumerate(zip(streams, databases, producers, strict=True)):
+        v = check_invariant(p.ids, p.poison, table_ids(pg, pg.url(db), "products"),
+                            dead_letters(client, s + ":dlq"))  # fmt: skip
+        all_ok &= v.ok and v.good_dead_lettered == 0 and v.produced == per_stream
+        lines.append(
+            f"{i:<6} {v.stored:>9,} {v.dead_lettered:>6,} {v.lost:>5} "
+            f"{v.duplicated_rows + v.duplicated_dead_letters:>5} {v.unexpected:>5} "
+            f"{'HOLDS' if v.ok else 'BROKEN'}"
+        )
+    report = "\n".join(lines)
+    print("\n" + report)
+    write_report(f"load-{consumers}x{per_stream}", report)
+    assert all_ok, report
+    return report
 
 
 def write_report(name: str, text: str) -> Path:
@@ -505,3 +571,7 @@ def write_report(name: str, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
     return path
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,7 @@ from tests.chaos import (
     dead_letters,
     drained,
     group_state,
+    run_load,
     table_ids,
     write_report,
 )
@@ -338,3 +339,14 @@ def test_redis_sigkill_loses_at_most_the_unsynced_second(
     write_report("chaos-redis-sigkill", report)
     assert verdict.ok
     assert verdict.good_dead_lettered == 0
+
+
+# Load ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_load_10_stream_consumers_x_100000(
+    redis_server: RedisServer, fresh_postgres: PostgresServer, names: Callable[[str], str]
+) -> None:
+    run_load(redis_server, fresh_postgres, names, consumers=10, per_stream=100_000, timeout=1500)
