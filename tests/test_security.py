@@ -6,6 +6,9 @@ The ACL lines are read from docs/security.md, so the documentation is what is te
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import logging
 import re
 import time
 import urllib.parse
@@ -13,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import kmock
 import pytest
 import redis
 from redis import exceptions as redis_errors
@@ -25,6 +29,7 @@ from streamscale.operator.specs import Retention
 
 from tests.chaos import dead_letters, drained, group_state
 from tests.consumers import ROOT, ConsumerProcess, produce, product, wait_until
+from tests.operator import harness as h
 from tests.servers import PostgresServer, RedisServer, free_port, running_postgres
 from tests.tls import Authority, TlsPostgresServer, TlsRedisServer, authority
 
@@ -352,10 +357,12 @@ def test_no_secret_in_logs_metrics_or_health_answers_up_down_or_refused(
         ("'/' in database password", {**both, "database_url": slash_pg}, "exit"),
         ("'#' in Redis password", {**both, "redis_url": slash_redis}, "exit"),
     ]  # fmt: skip
-    for label, extra, expect in scenarios:
-        consumer = ConsumerProcess(**{**base, **extra}).start(wait_ready=False)
-        answers = []
-        try:
+    # All at once: each scenario is a process that mostly waits (for a port, a backoff).
+    consumers = [ConsumerProcess(**{**base, **extra}).start(wait_ready=False)
+                 for _, extra, _ in scenarios]  # fmt: skip
+    try:
+        for (label, _, expect), consumer in zip(scenarios, consumers, strict=True):
+            answers: list[str] = []
             if expect == "exit":
                 assert consumer.wait(30) == 2, consumer.output()
             else:
@@ -372,10 +379,17 @@ def test_no_secret_in_logs_metrics_or_health_answers_up_down_or_refused(
                     )  # fmt: skip
                 for path in ("/metrics", "/readyz", "/healthz"):
                     answers.append(consumer.get(path)[1])
-                consumer.terminate()
-        finally:
+            consumer.answers = answers  # type: ignore[attr-defined]
+        for consumer in consumers:
+            if consumer.proc is not None and consumer.proc.poll() is None:
+                consumer.proc.terminate()
+        for consumer in consumers:
+            consumer.wait(30)
+    finally:
+        for consumer in consumers:
             consumer.kill()
-        everything = consumer.output() + "\n".join(answers)
+    for (label, _, _), consumer in zip(scenarios, consumers, strict=True):
+        everything = consumer.output() + "\n".join(getattr(consumer, "answers", []))
         assert not _leaks(everything, secrets), (label, _leaks(everything, secrets), everything)
         print(f"{label:<26} {len(everything):>7} characters of logs and answers, no secret")
     letters = dead_letters(admin, STREAM + ":dlq")
@@ -401,3 +415,54 @@ async def test_operator_redis_errors_never_carry_the_password(
             await client.aclose()
         message = f"Redis unreachable ({type(info.value).__name__}: {info.value})"
         assert password not in message and password not in repr(info.value), message
+
+
+@pytest.mark.timeout(60)
+async def test_operator_status_events_deployments_and_logs_never_carry_the_password(
+    kmock: kmock.KubernetesEmulator, acl_redis: RedisServer, admin: redis.Redis,
+    passwords: dict[str, str], caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Three StreamConsumers whose Redis URL (a Secret) works, has a wrong password, or points
+    nowhere: every status patch, Event, Deployment and log line the operator makes is clean."""
+    caplog.set_level(logging.DEBUG)
+    password = passwords["operator"]
+    urls = {
+        "good": user_url(acl_redis, "streamscale-operator", password),
+        "refused": user_url(acl_redis, "streamscale-operator", "wrong-" + password),
+        "down": f"redis://streamscale-operator:{password}@127.0.0.1:{free_port()}/0",
+    }
+    h.declare_resources(kmock)
+    ids = produce(admin, STREAM, [product(n) for n in range(20)])
+    admin.xgroup_create(STREAM, GROUP, id="0")
+    admin.xreadgroup(GROUP, "gone-pod", {STREAM: ">"}, count=5)  # stranded: dead letters
+    for name, url in urls.items():
+        kmock.objects[h.SECRETS, h.NAMESPACE, name] = {
+            "metadata": {"name": name, "namespace": h.NAMESPACE, "resourceVersion": "1"},
+            "data": {"url": base64.b64encode(url.encode()).decode()},
+        }
+        kmock.objects[h.STC, h.NAMESPACE, name] = h.stream_consumer(name, {
+            "stream": STREAM, "group": GROUP,
+            "redis": {"urlSecretRef": {"name": name, "key": "url"}},
+            "consumer": {"image": "streamscale:test"},
+            "scaling": {"minReplicas": 0, "maxReplicas": 2, "pollSeconds": 0.2},
+            "deadLetter": {"maxDeliveries": 3, "idleSeconds": 60},
+        })  # fmt: skip
+    # The operator's own URL carries the password too (and points nowhere).
+    own = f"redis://streamscale-operator:{password}@127.0.0.1:{free_port()}/0"
+    async with h.running_operator(kmock, h.settings(own)):
+        await h.eventually(lambda: h.condition(kmock, "good", "Ready") == "True", 20)
+        await h.eventually(lambda: h.events(kmock, "DeadLettered"), 20)
+        for name in ("refused", "down"):
+            await h.eventually(lambda n=name: h.condition(kmock, n, "Degraded") == "True", 20)
+        await h.eventually(lambda: len(h.events(kmock, "RedisUnavailable")) >= 2, 20)
+    assert admin.xlen(STREAM + ":dlq") == 5 and ids
+    sent = [json.dumps(request.data, default=str) for request in list(kmock)]
+    stored = [json.dumps(h.obj(kmock, kind, name), default=str)
+              for kind in (h.STC, h.DEPLOYMENTS) for name in urls]  # fmt: skip
+    messages = [str(h.status(kmock, n)) for n in ("refused", "down")]
+    assert any("AuthenticationError" in m for m in messages), messages
+    assert any("Connection refused" in m or "ConnectionError" in m for m in messages), messages
+    assert "Redis unreachable" in caplog.text and any("Degraded" in t for t in sent)
+    for where, text in (("API requests", "\n".join(sent)), ("objects", "\n".join(stored)),
+                        ("logs", caplog.text)):  # fmt: skip
+        assert password not in text, f"the password is in the operator's {where}"
