@@ -125,7 +125,12 @@ class Runtime:
         existing = await self.kube.get_or_none(path)
         if existing is None:
             logger.info("creating Deployment %s/%s", spec.namespace, spec.name)
-            return await self.kube.create(k.deployments_path(spec.namespace), wanted)
+            try:
+                return await self.kube.create(k.deployments_path(spec.namespace), wanted)
+            except k.KubeError as exc:
+                # The create handler and the poll daemon's first tick can race to create it.
+                if exc.status != 409:
+                    raise
         patch = {"metadata": wanted["metadata"], "spec": dict(wanted["spec"])}
         del patch["spec"]["replicas"]
         return await self.kube.merge_patch(path, patch)
