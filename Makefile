@@ -21,10 +21,11 @@ lint: install ## ruff, mypy --strict, import-linter
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MAKE) typecheck
-	$(BIN)/lint-imports
+	cd .build/typecheck && PYTHONPATH=. ../../$(BIN)/lint-imports --config ../../pyproject.toml
 
-# mypy cannot follow the editable install's import hook that maps consumer/ and operator/ to
-# streamscale.consumer and streamscale.operator, so it checks a tree of links with that layout.
+# mypy and import-linter cannot follow the editable install's import hook that maps consumer/
+# and operator/ to streamscale.consumer and streamscale.operator, so they read a tree of links
+# with that layout.
 typecheck: install
 	rm -rf .build/typecheck && mkdir -p .build/typecheck/streamscale
 	for f in streamscale/*; do ln -s "$$PWD/$$f" .build/typecheck/streamscale/; done
