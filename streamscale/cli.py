@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import signal
 import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -310,22 +311,33 @@ def produce(
         transient=False,
     )
 
+    stop = asyncio.Event()
+
     async def work(redis: aioredis.Redis) -> producing.Summary:
-        with bar:
-            task = bar.add_task(f"{mode} -> {stream}", total=count)
-            return await producing.produce(
-                redis,
-                stream,
-                count,
-                generator,
-                bulk=mode == "bulk",
-                pipeline_size=pipeline_size,
-                rate=rate,
-                maxlen=maxlen,
-                progress=lambda n: bar.advance(task, n),
-            )
+        # Ctrl-C ends the run after the current round trip and still prints the summary.
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            with bar:
+                task = bar.add_task(f"{mode} -> {stream}", total=count)
+                return await producing.produce(
+                    redis,
+                    stream,
+                    count,
+                    generator,
+                    bulk=mode == "bulk",
+                    pipeline_size=pipeline_size,
+                    rate=rate,
+                    maxlen=maxlen,
+                    progress=lambda n: bar.advance(task, n),
+                    stop=stop,
+                )
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
 
     summary = run_async(redis_url, work)
+    if stop.is_set():
+        click.echo(f"interrupted after {summary.produced} of {count} entries", err=True)
     if as_json:
         echo_json(summary.as_dict())
     else:
@@ -631,6 +643,8 @@ def dlq_purge(
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Produce at this rate (default: one burst, as fast as possible).")  # fmt: skip
 @click.option("--live/--no-live", default=None, help="The live status view (default: on a TTY).")
+@click.option("--chaos", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
+              help="SIGKILL a random consumer every SECONDS, to watch recovery.")  # fmt: skip
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (Redis dir, SQLite).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(**options: Any) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import random
 import shutil
 import signal
 import sqlite3
@@ -31,7 +32,7 @@ from rich.table import Table
 from streamscale import producing
 from streamscale import status as st
 from streamscale.consumer import streams as s
-from streamscale.consumer.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE
+from streamscale.consumer.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE, X_ORIGINAL_ID
 from streamscale.consumer.deadletter import Scripts
 from streamscale.local import LocalConsumers, LocalError, RedisProcess
 from streamscale.operator import scaling
@@ -47,6 +48,7 @@ MAX_DELIVERIES = 3
 DRAIN_TIMEOUT_SECONDS = 300.0
 """Without --duration, give up (exit 1) if the burst is not drained by then."""
 EXIT_INTERRUPTED = 130
+MAX_CRASHES = 3
 
 
 class DemoError(RuntimeError):
@@ -65,6 +67,8 @@ class DemoOptions:
     live: bool = False
     keep: bool = False
     as_json: bool = False
+    chaos: float | None = None
+    """Every this many seconds, SIGKILL a random consumer process."""
 
 
 @dataclasses.dataclass
@@ -82,37 +86,46 @@ class DemoState:
     scale_events: list[str] = dataclasses.field(default_factory=list)
     reclaimed: int = 0
     removed_consumers: int = 0
+    killed: list[str] = dataclasses.field(default_factory=list)
+    crashes: int = 0
     snapshot: st.Snapshot | None = None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
 
-async def count_stored(database_url: str, stream: str) -> int | None:
-    """Rows of the built-in table for `stream`; None when the database cannot say."""
+async def stored_ids(database_url: str, stream: str) -> set[str] | None:
+    """Entry IDs stored in the built-in table for `stream`; None when the database cannot say."""
+    query = f"SELECT stream_id FROM {EVENTS_TABLE} WHERE stream = "  # noqa: S608
     try:
         if database_url.startswith("sqlite"):
             path = database_url.split(":///", 1)[1]
             with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-                row = db.execute(
-                    f"SELECT count(*) FROM {EVENTS_TABLE} WHERE stream = ?",  # noqa: S608
-                    (stream,),
-                ).fetchone()
-            return int(row[0])
+                return {row[0] for row in db.execute(query + "?", (stream,))}
         import asyncpg  # noqa: PLC0415
 
         dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         conn = await asyncpg.connect(dsn, timeout=10)
         try:
-            value = await conn.fetchval(
-                f"SELECT count(*) FROM {EVENTS_TABLE} WHERE stream = $1",  # noqa: S608
-                stream,
-            )
-            return int(value)
+            return {row[0] for row in await conn.fetch(query + "$1", stream)}
         finally:
             await conn.close()
     except Exception:
         return None
+
+
+async def all_ids(redis: aioredis.Redis, stream: str, field: bytes | None = None) -> set[str]:
+    """Every entry ID of `stream`, or every value of `field` in its entries."""
+    found: set[str] = set()
+    start = "-"
+    while True:
+        page = await redis.xrange(stream, min=start, max="+", count=10_000) or []
+        for entry_id, fields in page:
+            value = entry_id if field is None else (fields or {}).get(field)
+            found.add(s.as_str(value))
+        if len(page) < 10_000:
+            return found
+        start = "(" + s.as_str(page[-1][0])
 
 
 async def backlog_of(redis: aioredis.Redis) -> tuple[int, s.GroupInfo | None]:
@@ -140,6 +153,16 @@ class Demo:
         self.scaling_state = scaling.ScalingState()
         self.stop = asyncio.Event()
         self.drained = False
+        self.interrupted = False
+
+    def interrupt(self) -> None:
+        """Ctrl-C or SIGTERM: end the run; its cleanup stops every child in order.
+
+        A flag rather than `task.cancel()`: Python 3.11's `asyncio.wait_for` can swallow a
+        cancellation that lands while it is timing out, and a lost Ctrl-C is not acceptable.
+        """
+        self.interrupted = True
+        self.stop.set()
 
     async def produce(self, redis: aioredis.Redis) -> None:
         generator = producing.Generator(None, self.options.poison_ratio, seed=None)
@@ -156,6 +179,7 @@ class Demo:
             pipeline_size=200,
             rate=self.options.rate,
             progress=progress,
+            stop=self.stop,
         )
         self.state.poison = summary.poison
         self.state.producing_done = True
@@ -175,8 +199,13 @@ class Demo:
                     f"{self.state.elapsed():5.1f}s {decision.current} -> {decision.target}:"
                     f" {decision.reason}"
                 )
-            if actuator.crashed:
-                raise DemoError("a consumer process failed: " + "; ".join(actuator.crashed))
+            # A crashed consumer is replaced on the next poll, as Kubernetes restarts a pod;
+            # a crash loop ends the demo with the consumers' own last words.
+            for crash in actuator.crashed[self.state.crashes :]:
+                self.state.scale_events.append(f"{self.state.elapsed():5.1f}s crashed: {crash}")
+            self.state.crashes = len(actuator.crashed)
+            if self.state.crashes > MAX_CRASHES:
+                raise DemoError("consumer processes keep failing: " + "; ".join(actuator.crashed))
             if (
                 self.options.duration is None
                 and self.state.producing_done
@@ -203,17 +232,31 @@ class Demo:
                 await asyncio.wait_for(self.stop.wait(), MOVER_SECONDS)
             if await s.group_info(redis, STREAM, GROUP) is None:
                 continue
-            result = await reclaiming.reclaim(
-                scripts,
-                STREAM,
-                GROUP,
-                STREAM + DEAD_LETTER_SUFFIX,
-                consumers=await s.consumer_infos(redis, STREAM, GROUP),
-                pods=actuator.alive_names(),
-                rules=rules,
-            )
+            # The design's rule: a vanished consumer's entries are claimed by the live ones
+            # (the retry path) and dead-lettered only on maxDeliveries or idleSeconds; the
+            # consumer itself is deleted once its pending list is empty.
+            consumers = await s.consumer_infos(redis, STREAM, GROUP)
+            gone = reclaiming.gone_consumers(consumers, actuator.alive_names())
+            result = await reclaiming.move_stranded(
+                scripts, STREAM, GROUP, STREAM + DEAD_LETTER_SUFFIX,
+                gone=set(), rules=rules, max_pages=50,
+            )  # fmt: skip
+            result.removed = await reclaiming.remove_gone(scripts, STREAM, GROUP, gone)
             self.state.reclaimed += result.total
             self.state.removed_consumers += len(result.removed)
+
+    async def chaos(self, actuator: LocalConsumers, every: float) -> None:
+        """Kill a random consumer now and then: the claim path and the mover take over."""
+        rng = random.Random()
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), every)
+            if self.stop.is_set() or (self.state.producing_done and self.state.backlog == 0):
+                continue
+            victim = actuator.kill_one(rng)
+            if victim is not None:
+                self.state.killed.append(victim)
+                self.state.scale_events.append(f"{self.state.elapsed():5.1f}s killed {victim}")
 
     async def watch(self, redis: aioredis.Redis) -> None:
         while not self.stop.is_set():
@@ -230,6 +273,7 @@ class Demo:
             f"backlog {state.backlog}",
             f"replicas {state.replicas} (desired {state.desired}, peak {state.peak_replicas})",
             f"reclaimed {state.reclaimed}",
+            f"killed {len(state.killed)}",
         )
         parts: list[Any] = [facts]
         if state.snapshot is not None:
@@ -246,6 +290,8 @@ class Demo:
             "STREAMSCALE_GROUP": GROUP,
             "STREAMSCALE_CONCURRENCY": "1",
             "STREAMSCALE_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
+            # Claim a killed consumer's entries before the mover would dead-letter them.
+            "STREAMSCALE_CLAIM_INTERVAL_MS": "1000",
             "STREAMSCALE_MAX_DELIVERIES": str(MAX_DELIVERIES),
             "STREAMSCALE_SHUTDOWN_GRACE_SECONDS": "10",
             "STREAMSCALE_LOG_FORMAT": "console",
@@ -260,6 +306,8 @@ class Demo:
                 asyncio.create_task(self.reclaim(redis, actuator), name="mover"),
                 asyncio.create_task(self.watch(redis), name="status"),
             ]
+            if self.options.chaos:
+                tasks.append(asyncio.create_task(self.chaos(actuator, self.options.chaos)))
             deadline = self.options.duration or DRAIN_TIMEOUT_SECONDS
             live = (
                 Live(self.view(), console=self.console, refresh_per_second=4)
@@ -289,23 +337,37 @@ class Demo:
         try:
             dead_lettered = int(await redis.xlen(STREAM + DEAD_LETTER_SUFFIX))
             backlog, _ = await backlog_of(redis)
+            produced_ids = await all_ids(redis, STREAM)
+            dead_ids = await all_ids(redis, STREAM + DEAD_LETTER_SUFFIX, X_ORIGINAL_ID.encode())
         finally:
             await redis.aclose()
-        stored = await count_stored(database_url, STREAM)
+        stored = await stored_ids(database_url, STREAM)
+        lost = None if stored is None else len(produced_ids - stored - dead_ids)
+        both = None if stored is None else len(stored & dead_ids)
         return {
             "produced": self.state.produced,
             "poison": self.state.poison,
-            "stored": stored,
+            "stored": None if stored is None else len(stored),
+            "lost": lost,
+            "stored_and_dead_lettered": both,
             "dead_lettered": dead_lettered,
             "backlog_left": backlog,
             "peak_replicas": self.state.peak_replicas,
             "consumer_processes_started": actuator.started,
             "scale_events": self.state.scale_events,
             "reclaimed_by_mover": self.state.reclaimed,
+            "gone_consumers_removed": self.state.removed_consumers,
+            "killed": self.state.killed,
+            "crashed": actuator.crashed,
             "duration_seconds": round(self.state.elapsed(), 2),
             "drained": self.drained,
+            "interrupted": self.interrupted,
             "database_url": database_url,
         }
+
+
+def _or_unknown(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
 
 
 def render_summary(summary: dict[str, Any], console: Console) -> None:
@@ -317,9 +379,14 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         ("produced", f"{summary['produced']} ({summary['poison']} poison)"),
         ("stored", "unknown" if stored is None else str(stored)),
         ("dead-lettered", str(summary["dead_lettered"])),
+        ("lost (neither stored nor dead-lettered)", _or_unknown(summary["lost"])),
+        ("stored and also dead-lettered", _or_unknown(summary["stored_and_dead_lettered"])),
         ("left in the stream", str(summary["backlog_left"])),
         ("peak replicas", str(summary["peak_replicas"])),
         ("consumer processes started", str(summary["consumer_processes_started"])),
+        ("killed (--chaos)", str(len(summary["killed"]))),
+        ("dead-lettered by the mover", str(summary["reclaimed_by_mover"])),
+        ("gone consumers removed", str(summary["gone_consumers_removed"])),
         ("duration", f"{summary['duration_seconds']:.1f}s"),
         ("drained", "yes" if summary["drained"] else "no"),
     ]
@@ -342,12 +409,9 @@ async def _main(options: DemoOptions, workdir: Path, console: Console) -> dict[s
                 soft_wrap=True,
             )
         demo = Demo(options, console)
-        task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        # Ctrl-C and SIGTERM cancel the run; its cleanup stops every child in order.
         for signum in (signal.SIGINT, signal.SIGTERM):
-            if task is not None:
-                loop.add_signal_handler(signum, task.cancel)
+            loop.add_signal_handler(signum, demo.interrupt)
         try:
             return await demo.run(redis_server.url, database_url, workdir)
         finally:
@@ -369,13 +433,17 @@ def main(options: DemoOptions) -> int:
             return EXIT_INTERRUPTED
         except LocalError as exc:
             raise DemoError(str(exc)) from None
+        except DemoError:
+            options.keep = True  # the consumer logs in it say what went wrong
+            raise
         if options.as_json:
             print(json.dumps(summary, indent=2))
         else:
             render_summary(summary, console)
-        accounted = summary["stored"] is not None and (
-            summary["stored"] + summary["dead_lettered"] == summary["produced"]
-        )
+        if summary["interrupted"]:
+            console.print("interrupted: every child process was stopped")
+            return EXIT_INTERRUPTED
+        accounted = summary["lost"] == 0
         if options.duration is None and not (summary["drained"] and accounted):
             console.print(
                 "[red]the demo did not account for every message (see the consumer logs in"

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import os
+import random
 import shutil
 import signal
 import socket
@@ -125,6 +126,8 @@ class ConsumerProcess:
     proc: subprocess.Popen[bytes]
     log: IO[bytes]
     stopping: bool = False
+    killed: bool = False
+    """SIGKILLed on purpose (the demo's chaos): its exit is not a failure."""
 
     @property
     def alive(self) -> bool:
@@ -150,15 +153,25 @@ class LocalConsumers:
         self.started = 0
         self.peak = 0
         self.crashed: list[str] = []
+        self.killed = 0
 
     def _reap(self) -> None:
         for p in self.processes:
             if not p.alive:
                 code = p.proc.returncode
-                if not p.stopping and code != 0:
-                    self.crashed.append(f"{p.name} (exit {code}, log {self.log_dir / p.name}.log)")
+                if not p.stopping and not p.killed and code != 0:
+                    self.crashed.append(f"{p.name} exit {code}: {self.last_words(p.name)}")
                 p.log.close()
         self.processes = [p for p in self.processes if p.alive]
+
+    def last_words(self, name: str, lines: int = 3) -> str:
+        """The end of a consumer's log, to say why it stopped."""
+        path = self.log_dir / f"{name}.log"
+        try:
+            tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+        except OSError:
+            return f"(no log at {path})"
+        return " | ".join(tail) + f" (log {path})"
 
     def running(self) -> list[ConsumerProcess]:
         """Live processes that were not asked to stop: the replicas."""
@@ -206,6 +219,17 @@ class LocalConsumers:
             start_new_session=True,
         )
         self.processes.append(ConsumerProcess(name, port, proc, log))
+
+    def kill_one(self, rng: random.Random) -> str | None:
+        """SIGKILL a random replica, as a node failure would; returns its name."""
+        candidates = self.running()
+        if not candidates:
+            return None
+        victim = rng.choice(candidates)
+        victim.killed = True
+        victim.proc.kill()
+        self.killed += 1
+        return victim.name
 
     def stop_all(self, grace: float | None = None) -> None:
         """SIGTERM everyone, wait for the drain, SIGKILL what is left after `grace` seconds."""

@@ -9,6 +9,7 @@ that is exactly one placeholder takes the placeholder's own type (`"{n}"` become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import random
@@ -138,22 +139,31 @@ async def produce(
     rate: float | None = None,
     maxlen: int | None = None,
     progress: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> Summary:
     """Add `count` entries to `stream`; `bulk` pipelines `pipeline_size` XADDs per round trip.
 
     `rate` (entries per second) paces the run against a fixed schedule, so a slow round trip
     is caught up rather than accumulated. `maxlen` trims the stream approximately (`MAXLEN ~`).
+    Setting `stop` ends the run after the current round trip (cancelling a task in the middle
+    of a redis-py pipeline is not reliable).
     """
     summary = Summary(stream)
     started = time.monotonic()
     chunk = pipeline_size if bulk else 1
     n = 0
-    while n < count:
+    while n < count and not (stop is not None and stop.is_set()):
         size = min(chunk, count - n)
         if rate:
             ahead = started + n / rate - time.monotonic()
             if ahead > 0:
-                await asyncio.sleep(ahead)
+                if stop is None:
+                    await asyncio.sleep(ahead)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), ahead)
+                    if stop.is_set():
+                        break
         batch = [generator.fields(i) for i in range(n, n + size)]
         if bulk:
             async with redis.pipeline(transaction=False) as pipe:

@@ -47,20 +47,25 @@ def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def demo_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+    env["TMPDIR"] = str(tmp_path)  # a killed demo leaves its directory in pytest's tmp_path
+    return env
 
 
 def test_demo_short_run_stores_or_dead_letters_everything_and_scales(tmp_path):
     result = subprocess.run(
         [STREAMSCALE, "demo", "--count", "3000", "--poison-ratio", "0.01",
          "--backlog-per-replica", "1000", "--max-replicas", "3", "--no-live", "--json"],
-        capture_output=True, text=True, timeout=110, env=demo_env(), cwd=tmp_path, check=False,
+        capture_output=True, text=True, timeout=110, env=demo_env(tmp_path), cwd=tmp_path,
+        check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
     summary = json.loads(result.stdout)
+    assert summary["crashed"] == []
     assert summary["produced"] == 3000 and summary["drained"] is True
     assert summary["stored"] + summary["dead_lettered"] == 3000
+    assert summary["lost"] == 0 and summary["stored_and_dead_lettered"] == 0
     assert summary["dead_lettered"] == summary["poison"] > 0
     assert summary["backlog_left"] == 0
     assert summary["peak_replicas"] == 3
@@ -68,11 +73,28 @@ def test_demo_short_run_stores_or_dead_letters_everything_and_scales(tmp_path):
     assert summary["duration_seconds"] < 100
 
 
+def test_demo_with_chaos_and_postgresql_loses_nothing(tmp_path, database_url):
+    result = subprocess.run(
+        [STREAMSCALE, "demo", "--count", "12000", "--rate", "3000", "--chaos", "1.5",
+         "--backlog-per-replica", "1000", "--max-replicas", "3", "--no-live", "--json",
+         "--database-url", database_url],
+        capture_output=True, text=True, timeout=110, env=demo_env(tmp_path), cwd=tmp_path,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["drained"] and summary["lost"] == 0
+    assert summary["stored"] + summary["dead_lettered"] >= 12000
+    assert len(summary["killed"]) >= 1
+    assert summary["consumer_processes_started"] > summary["peak_replicas"]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_the_demo_stops_every_child(tmp_path, signum):
     proc = subprocess.Popen(
         [STREAMSCALE, "demo", "--count", "500000", "--rate", "20000", "--no-live"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=demo_env(), cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=demo_env(tmp_path),
+        cwd=tmp_path,
     )  # fmt: skip
     try:
         # redis-server and at least one consumer process are running.
@@ -92,7 +114,7 @@ def test_interrupting_the_demo_stops_every_child(tmp_path, signum):
 def test_a_killed_demo_leaves_no_process_behind(tmp_path):
     proc = subprocess.Popen(
         [STREAMSCALE, "demo", "--count", "500000", "--rate", "20000", "--no-live"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=demo_env(), cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=demo_env(tmp_path), cwd=tmp_path,
     )  # fmt: skip
     try:
         assert wait_for(lambda: len(children(proc.pid)) >= 2, 30)
