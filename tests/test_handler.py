@@ -163,6 +163,18 @@ async def test_max_inflight_caps_concurrent_calls_of_sync_and_async_handlers(red
     assert result.retry == set()
     assert peak == 3 and the_sink.peak_inflight == 3
 
+    # More threads than the loop's default pool (min(32, cpus + 4)) when the cap asks for it:
+    # 40 calls can only pass a 40-party barrier if all 40 run at the same time.
+    barrier = threading.Barrier(40, timeout=10)
+
+    def together(message: Message) -> None:
+        barrier.wait()
+
+    the_sink = sink(redis, together, max_inflight=40)
+    result = await the_sink.write([msg(n) for n in range(40)])
+    await the_sink.close()
+    assert result.retry == set() and the_sink.peak_inflight == 40
+
     async def slow_async(message: Message) -> None:
         await asyncio.sleep(0.01)
 

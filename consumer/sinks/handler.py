@@ -10,10 +10,11 @@ coroutine function, and it takes either one message or a whole batch:
   first parameter is a `list`/`Sequence`/`Iterable` (of anything). Nothing else is guessed: a
   batch handler without either marker would be called once per message.
 
-Sync handlers run in worker threads so they never stall the event loop. Every call, single or
-batch, first takes a slot of the `max_inflight` semaphore and, when `rate_limit` is set, a
-token of a calls-per-second limiter: a handler that calls an outside API never has more than
-`max_inflight` requests open at once nor makes more than `rate_limit` calls per second.
+Sync handlers run in a pool of `max_inflight` threads, so they never stall the event loop.
+Every call, single or batch, first takes a slot of the `max_inflight` semaphore and, when
+`rate_limit` is set, a token of a calls-per-second limiter: a handler that calls an outside API
+never has more than `max_inflight` requests open at once nor makes more than `rate_limit` calls
+per second.
 
 Outcomes (the runner acks only what the handler finished):
 
@@ -48,6 +49,7 @@ import logging
 import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
@@ -202,6 +204,7 @@ class HandlerSink:
         """Handler calls running right now (for metrics and tests)."""
         self.peak_inflight = 0
         self._warned_no_reply_to = False
+        self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         """Nothing to connect: the handler was imported (and checked) when the sink was made."""
@@ -219,7 +222,10 @@ class HandlerSink:
         return None
 
     async def close(self) -> None:
-        """Nothing to release: the Redis client belongs to the runner."""
+        """Release the sync handler's threads (the Redis client belongs to the runner)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def _call(self, arg: Any) -> Any:
         async with self.semaphore:
@@ -230,7 +236,14 @@ class HandlerSink:
             try:
                 if self.is_async:
                     return await self.func(arg)
-                return await asyncio.to_thread(self.func, arg)
+                if self._executor is None:
+                    # Its own pool, as large as the cap: the loop's default pool has only
+                    # min(32, cpus + 4) threads and would quietly lower MAX_INFLIGHT.
+                    self._executor = ThreadPoolExecutor(
+                        self.settings.max_inflight, thread_name_prefix="handler"
+                    )
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._executor, self.func, arg)
             finally:
                 self.inflight -= 1
 
