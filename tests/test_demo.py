@@ -89,6 +89,21 @@ def test_demo_with_chaos_and_postgresql_loses_nothing(tmp_path, database_url):
     assert summary["consumer_processes_started"] > summary["peak_replicas"]
 
 
+def test_demo_duration_stops_early_and_accounts_for_what_is_left(tmp_path):
+    result = subprocess.run(
+        [STREAMSCALE, "demo", "--count", "100000", "--rate", "8000", "--max-replicas", "1",
+         "--backlog-per-replica", "100000", "--duration", "3", "--no-live", "--json"],
+        capture_output=True, text=True, timeout=60, env=demo_env(tmp_path), cwd=tmp_path,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    summary = json.loads(result.stdout)
+    assert not summary["drained"] and summary["lost"] == 0
+    assert 0 < summary["produced"] < 100000
+    done = summary["stored"] + summary["dead_lettered"]
+    assert done <= summary["produced"] <= done + summary["backlog_left"]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_the_demo_stops_every_child(tmp_path, signum):
     proc = subprocess.Popen(
