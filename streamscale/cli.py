@@ -393,16 +393,21 @@ def status(
         return
 
     async def live(redis: aioredis.Redis) -> None:
+        # Ctrl-C sets a flag: a cancel landing inside a redis-py call may be swallowed.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         previous: st.Snapshot | None = None
         with Live(console=Console(), auto_refresh=False) as view:
-            while True:
+            while not stop.is_set():
                 chosen = await names(redis)
                 previous = await st.collect(redis, chosen, previous)
                 view.update(st.table(previous), refresh=True)
-                await asyncio.sleep(max(interval, 0.1))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(interval, 0.1))
 
-    with contextlib.suppress(KeyboardInterrupt):
-        run_async(redis_url, live)
+    run_async(redis_url, live)
 
 
 # dlq ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -305,3 +306,24 @@ def test_help_lists_every_command_of_the_design():
     dlq_help = ok(cli("dlq", "--help"))
     for sub in ("list", "show", "replay", "purge"):
         assert f"  {sub} " in dlq_help
+
+
+async def test_status_live_view_refreshes_until_ctrl_c(redis_server, redis, names):
+    stream = names("live")
+    await redis.xadd(stream, {"n": "1"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+    proc = subprocess.Popen(
+        [STREAMSCALE, "status", "--stream", stream, "--interval", "0.2",
+         "--redis-url", redis_server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(2.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert stream in out and "Traceback" not in err
