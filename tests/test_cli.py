@@ -327,3 +327,14 @@ async def test_status_live_view_refreshes_until_ctrl_c(redis_server, redis, name
             proc.wait()
     assert proc.returncode == 0, err
     assert stream in out and "Traceback" not in err
+
+
+async def test_dlq_replay_to_another_stream(redis_server, redis, names):
+    stream, other = names("orders"), names("orders-retry")
+    [dl_id] = await dead_letter(redis, stream, ["max-deliveries"])
+    out = ok(cli("dlq", "replay", dl_id, "--stream", stream, "--to", other, "--json",
+                 redis_url=redis_server.url))  # fmt: skip
+    [outcome] = json.loads(out)
+    assert outcome["status"] == "replayed" and outcome["stream"] == other
+    [(_id, fields)] = await redis.xrange(other)
+    assert fields == {b"data": b'{"n":0}', b"x-replayed-from": dl_id.encode()}

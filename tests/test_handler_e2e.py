@@ -104,3 +104,19 @@ async def test_batch_handler_through_the_consumer(redis_server, redis, names):
         stop(proc)
     doubled = sorted(orjson.loads(f[b"data"]) for _id, f in await redis.xrange(replies))
     assert doubled == [2 * n for n in range(50)]
+
+
+def test_a_wrong_handler_path_stops_the_consumer_with_a_clear_message(redis_server):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+    env.update(
+        STREAMSCALE_REDIS_URL=redis_server.url,
+        STREAMSCALE_HANDLER="examples.ai_service:no_such_function",
+        STREAMSCALE_HTTP_PORT="0",
+    )
+    result = subprocess.run(
+        [str(BIN / "python"), "-m", "streamscale.consumer"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "has no attribute 'no_such_function'" in result.stderr
+    assert "Traceback" not in result.stderr
