@@ -477,6 +477,10 @@ def dlq_list(
         echo_json({"dead_letter_stream": name, "length": total,
                    "entries": [e.as_dict() for e in found]})  # fmt: skip
         return
+    if not found:
+        filtered = f" with reason {', '.join(reasons)}" if reasons else ""
+        click.echo(f"no dead-letter entries{filtered} in {name} ({total} in all)")
+        return
     grid = Table(title=f"{name}: {len(found)} shown of {total}", title_justify="left")
     for column in ("id", "reason", "original id", "stream", "consumer", "deliveries", "at",
                    "error", "data"):  # fmt: skip
