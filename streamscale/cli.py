@@ -659,9 +659,10 @@ def dlq_purge(
 def demo(**options: Any) -> None:
     """The whole system on one machine: throwaway Redis, SQLite, producer, scaled consumers.
 
-    Consumers are local `streamscale consume` processes scaled by the operator's own policy
-    (streamscale.operator.scaling); a mover dead-letters what vanished consumers left behind.
-    Ctrl-C stops everything and cleans up.
+    Consumers are local `python -m streamscale.consumer` processes scaled by the operator's
+    own policy (streamscale.operator.scaling); the operator's mover removes consumers that
+    vanished (--chaos kills some) once live ones have claimed their entries, and dead-letters
+    entries past max-deliveries. Ctrl-C stops everything and cleans up.
     """
     from streamscale import demo as d  # noqa: PLC0415
 
