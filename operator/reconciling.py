@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +26,7 @@ from streamscale.operator import kube as k
 from streamscale.operator import metrics as m
 from streamscale.operator import status as st
 from streamscale.operator.observing import Observation, observe
-from streamscale.operator.reclaiming import Reclaimed, Rules, reclaim
+from streamscale.operator.reclaiming import Reclaimed, Rules, owner_pod, reclaim
 from streamscale.operator.retention import trim
 from streamscale.operator.scaling import Decision, ScalingState, decide
 from streamscale.operator.settings import OperatorSettings
@@ -153,20 +154,42 @@ class Runtime:
 
 @dataclasses.dataclass
 class DeploymentActuator:
-    """The scaling `Actuator` for a Deployment's `spec.replicas`."""
+    """The scaling `Actuator` for a Deployment's `spec.replicas`, read at most every `max_age` s.
+
+    Between reads the replica count the operator itself set is trusted; the poller re-reads it
+    before acting on a stale value, so a hand-made change is never overwritten unseen.
+    """
 
     kube: k.Kube
     namespace: str
     name: str
+    max_age: float = 0.0
     body: dict[str, Any] | None = None
+    fetched_at: float = -math.inf
+
+    @property
+    def fresh(self) -> bool:
+        return self.body is not None and time.monotonic() - self.fetched_at <= self.max_age
+
+    async def refresh(self) -> int:
+        self.body = await self.kube.get(k.deployments_path(self.namespace, self.name))
+        self.fetched_at = time.monotonic()
+        return replicas_of(self.body)
 
     async def get_replicas(self) -> int:
-        self.body = await self.kube.get(k.deployments_path(self.namespace, self.name))
-        return int(self.body.get("spec", {}).get("replicas", 1) or 0)
+        if self.fresh and self.body is not None:
+            return replicas_of(self.body)
+        return await self.refresh()
 
     async def set_replicas(self, n: int) -> None:
         path = k.deployments_path(self.namespace, self.name)
         self.body = await self.kube.merge_patch(path, {"spec": {"replicas": n}})
+        self.fetched_at = time.monotonic()
+
+
+def replicas_of(deployment: Mapping[str, Any]) -> int:
+    """`spec.replicas` (Kubernetes' default is 1 when the field is absent)."""
+    return int((deployment.get("spec") or {}).get("replicas", 1) or 0)
 
 
 @dataclasses.dataclass
@@ -198,7 +221,9 @@ class Poller:
         self.written: dict[str, Any] = {}
         self.failing: str | None = None
         self.backoff = Backoff(base=1.0, cap=runtime.settings.error_backoff_cap_seconds)
-        self.rules: Rules | None = None
+        self.actuator: DeploymentActuator | None = None
+        self.pods: set[str] | None = None
+        self.pods_at = -math.inf
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -235,6 +260,21 @@ class Poller:
             m.POLL_SECONDS.labels(*self.labels).observe(time.perf_counter() - started)
         return result
 
+    async def _pods(
+        self, spec: ConsumerSpec, actuator: DeploymentActuator, obs: Observation
+    ) -> set[str]:
+        """The live pods, re-listed when the cache is old or a consumer has no pod in it."""
+        age = time.monotonic() - self.pods_at
+        unknown = self.pods is None or any(
+            owner_pod(info.name, self.pods) is None for info in obs.consumers
+        )
+        if self.pods is None or unknown or age > self.runtime.settings.api_cache_seconds:
+            if actuator.body is None:
+                await actuator.refresh()
+            self.pods = await self.runtime.live_pods(spec, actuator.body or {})
+            self.pods_at = time.monotonic()
+        return self.pods
+
     def _cap(self, spec: ConsumerSpec) -> float:
         return max(spec.poll_seconds, self.runtime.settings.error_backoff_cap_seconds)
 
@@ -249,16 +289,26 @@ class Poller:
         obs = await observe(client, spec.stream, spec.group, estimate_limit=limit)
         result.observation = obs
 
-        actuator = DeploymentActuator(runtime.kube, spec.namespace, spec.deployment_name)
+        settings = runtime.settings
+        actuator = self.actuator
+        if actuator is None or actuator.name != spec.deployment_name:
+            actuator = self.actuator = DeploymentActuator(
+                runtime.kube,
+                spec.namespace,
+                spec.deployment_name,
+                max_age=settings.api_cache_seconds,
+            )
+        read_at = actuator.fetched_at
         try:
             current = await actuator.get_replicas()
         except k.KubeError as exc:
             if exc.status != 404 or spec.scale_target:
                 raise
             actuator.body = await runtime.ensure_deployment(spec, body)
-            current = int((actuator.body or {}).get("spec", {}).get("replicas") or 0)
+            actuator.fetched_at = time.monotonic()
+            current = replicas_of(actuator.body or {})
+        just_read = actuator.fetched_at != read_at
 
-        settings = runtime.settings
         rules = Rules(
             max_deliveries=spec.max_deliveries,
             idle_ms=int(spec.idle_seconds * 1000),
@@ -267,7 +317,7 @@ class Poller:
         pods: set[str] | None = None
         if obs.consumers:
             try:
-                pods = await runtime.live_pods(spec, actuator.body or {})
+                pods = await self._pods(spec, actuator, obs)
             except k.KubeError as exc:
                 logger.warning("%s/%s: cannot list pods: %s", *self.labels, exc)
         reclaimed = await reclaim(
@@ -302,6 +352,12 @@ class Poller:
 
         now = time.monotonic()
         decision = decide(policy, self.state, backlog=backlog, current=current, now=now)
+        if decision.direction is not None and not just_read:
+            # About to act on a cached count: read it first, someone may have scaled by hand.
+            fresh = await actuator.refresh()
+            if fresh != current:
+                current = fresh
+                decision = decide(policy, self.state, backlog=backlog, current=current, now=now)
         result.decision = decision
         replicas = current
         if decision.direction is not None:

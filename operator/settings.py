@@ -44,6 +44,11 @@ class OperatorSettings(BaseSettings):
     max_move_pages: int = Field(
         200, ge=1, description="XPENDING pages of 1000 the mover scans per poll, at most."
     )
+    api_cache_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Re-read a Deployment's replicas and its pod list at least this often.",
+    )
     redis_timeout_seconds: float = Field(
         5.0, gt=0, description="Socket timeout of the operator's Redis calls."
     )
