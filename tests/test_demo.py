@@ -86,7 +86,6 @@ def test_demo_with_chaos_and_postgresql_loses_nothing(tmp_path, database_url):
     assert summary["drained"] and summary["lost"] == 0
     assert summary["stored"] + summary["dead_lettered"] >= 12000
     assert len(summary["killed"]) >= 1
-    assert summary["consumer_processes_started"] > summary["peak_replicas"]
 
 
 def test_demo_duration_stops_early_and_accounts_for_what_is_left(tmp_path):
