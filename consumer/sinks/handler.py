@@ -105,6 +105,10 @@ def load(path: str) -> Callable[..., Any]:
             " Check the spelling, and that the module is on PYTHONPATH"
             " (run from the directory that contains it, or install it)"
         ) from exc
+    except Exception as exc:  # the user's module failing at import time (SyntaxError, ...)
+        raise HandlerError(
+            f"importing {module_name!r} (handler {path!r}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
     target: Any = module
     for part in attr.split("."):
         try:
