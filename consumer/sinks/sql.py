@@ -91,6 +91,10 @@ _TRANSIENT_PG = (
     OSError,
     asyncpg.exceptions.PostgresError,  # anything else: server restarting, table missing, ...
     asyncpg.exceptions.InterfaceError,
+    # A connection the server dropped mid-error (a restart) cannot be reset when the pool takes
+    # it back: "cannot switch to state 15; another operation (2) is in progress". The pool
+    # terminates it; the batch is retried on a fresh one.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
