@@ -72,6 +72,8 @@ class Plan:
     postgres_restart_at: float = 10.0
     redis_restart_at: float = 15.0
     mover_restart_at: float = 12.0
+    ghost_entries: int = 500
+    """A consumer with no pod takes this many entries and never acks: the mover's work."""
     deadline: float = 100.0
 
 
@@ -79,7 +81,8 @@ SHORT = Plan(messages=20_000, rate=1500.0)
 FULL = Plan(
     messages=1_000_000, consumers=4, rate=None, batch_size=500, claim_idle_ms=3000,
     kill_every=(3.0, 6.0), stop_at=20.0, stop_for=8.0, postgres_restart_at=45.0,
-    redis_restart_at=75.0, mover_restart_at=60.0, deadline=1500.0,
+    redis_restart_at=75.0, mover_restart_at=60.0, ghost_entries=10_000,
+    deadline=1500.0,
 )  # fmt: skip
 
 
@@ -111,15 +114,21 @@ def run_chaos(
         group=GROUP, model=MODEL, batch_size=plan.batch_size, claim_idle_ms=plan.claim_idle_ms,
         max_deliveries=1000, shutdown_grace_seconds=20,
     )  # fmt: skip
-    # The operator's mover, told the fleet's pods are alive: it may move only what reaches the
-    # max-deliveries or idle rules (generous here, so good messages are never dead-lettered).
+    # The operator's mover, told the fleet's pods are alive: the idle and max-deliveries rules
+    # are generous, so it moves only what a consumer with no pod ("ghost") holds, and only
+    # once that is idle for a second, before the live consumers' claim idle time.
     mover = MoverProcess(server.url, stream, GROUP, "--pods", ",".join(fleet.names),
                          "--max-deliveries", "1000", "--idle-ms", "120000",
-                         "--min-idle-ms", "5000", "--interval", "1")  # fmt: skip
-    fleet.start_all()
-    mover.start()
+                         "--min-idle-ms", "1000", "--interval", "0.5")  # fmt: skip
+    # Before the pods start, a consumer with no pod takes the first entries and vanishes.
     producer.start()
-    log(f"{plan.consumers} consumers ready, producing {plan.messages:,}")
+    wait_until(lambda: len(producer.ids) >= plan.ghost_entries or producer.done.is_set(), 60)
+    taken = client.xreadgroup(GROUP, "ghost", {stream: ">"}, count=plan.ghost_entries)
+    stranded = {i.decode() for i, _ in taken[0][1]}
+    mover.start()
+    fleet.start_all()
+    log(f"{plan.consumers} consumers ready, producing {plan.messages:,}; "
+        f"{len(stranded):,} entries stranded on a gone consumer")  # fmt: skip
     next_kill = plan.kill_every[0]
     done: set[str] = set()
     try:
@@ -127,6 +136,7 @@ def run_chaos(
             now = time.monotonic() - started
             assert now < plan.deadline, f"not drained within {plan.deadline}s"
             assert producer.error is None, producer.error
+            fleet.check_alive()  # a consumer that exits by itself is a bug, not chaos
             if now >= next_kill:
                 fleet.kill_random(rng)
                 next_kill = now + rng.uniform(*plan.kill_every)
@@ -170,10 +180,12 @@ def run_chaos(
         mover.kill()
         raise
     info = group_state(client, stream, GROUP)
-    assert info["pending"] == 0 and info["consumers"] == 0, info
+    assert info["pending"] == 0, info
+    # Every pod left the group on SIGTERM; the ghost, with nothing pending, the mover removed.
+    assert info["consumers"] == 0, client.xinfo_consumers(stream, GROUP)
     rows = table_ids(pg, database_url, "products")
     letters = dead_letters(client, stream + ":dlq")
-    verdict = check_invariant(producer.ids, producer.poison, rows, letters)
+    verdict = check_invariant(producer.ids, producer.poison, rows, letters, stranded)
     figures = {
         "seconds": round(elapsed, 1),
         "messages_per_second": round(plan.messages / elapsed),
@@ -184,10 +196,12 @@ def run_chaos(
     title = (
         f"chaos {plan.messages:,} messages, {plan.consumers} consumers: {fleet.kills} SIGKILLs, "
         f"1 SIGSTOP ({plan.stop_for:.0f}s > claim idle {plan.claim_idle_ms / 1000:.0f}s), "
-        f"1 PostgreSQL restart, 1 Redis restart, {mover.kills} mover SIGKILL; "
+        f"1 PostgreSQL restart, 1 Redis restart, {mover.kills} mover SIGKILL, "
+        f"{len(stranded):,} entries stranded on a gone consumer; "
         f"drained in {elapsed:.0f}s ({figures['messages_per_second']:,}/s)"
     )
-    report = verdict.table(title)
+    passes = [line for line in mover.output().splitlines() if line.startswith("mover: moved")]
+    report = verdict.table(title) + f"\nmover passes that moved or removed something: {passes}"
     print("\n" + report)
     write_report(f"chaos-{plan.messages}", report + "\n" + "\n".join(events))
     return verdict, figures
@@ -210,6 +224,8 @@ def diagnose(
 
 
 def assert_holds(verdict: Verdict, total: int, poison_every: int) -> None:
+    assert verdict.stranded > 0 and verdict.stranded_moved > 0, "the mover moved nothing"
+    assert verdict.stranded_wrong_reason == 0
     assert verdict.produced == total
     assert verdict.poison == total // poison_every
     assert verdict.lost == 0, verdict.lost_sample
@@ -350,3 +366,75 @@ def test_load_10_stream_consumers_x_100000(
     redis_server: RedisServer, fresh_postgres: PostgresServer, names: Callable[[str], str]
 ) -> None:
     run_load(redis_server, fresh_postgres, names, consumers=10, per_stream=100_000, timeout=1500)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="redis-server 7.0.15 restores a group's entries-read from the last AOF rewrite, so "
+    "after a restart XINFO GROUPS reports a lag of every entry read since that rewrite, for "
+    "good; operator/observing.py trusts it (fix: when the group's last-delivered-id is the "
+    "stream's last entry the lag is 0, or take the bounded XRANGE count when it is exact)",
+)
+@pytest.mark.timeout(60)
+async def test_operator_lag_is_right_after_an_aof_rewrite_and_a_redis_restart(
+    aof_redis: RedisServer, names: Callable[[str], str]
+) -> None:
+    from streamscale.consumer.streams import connect  # noqa: PLC0415
+    from streamscale.operator.observing import observe  # noqa: PLC0415
+
+    client = redis.Redis.from_url(aof_redis.url)
+    stream = names("lag")
+    produce(client, stream, (product(n) for n in range(1000)))
+    client.xgroup_create(stream, GROUP, id="0")
+    client.xreadgroup(GROUP, "pod-0", {stream: ">"}, count=300)
+    client.bgrewriteaof()
+    wait_until(lambda: not client.info("persistence")["aof_rewrite_in_progress"], 30, 0.05)
+    time.sleep(0.2)
+    client.xreadgroup(GROUP, "pod-0", {stream: ">"}, count=700)  # every entry delivered
+    aof_redis.stop()
+    aof_redis.start()
+    reader = connect(aof_redis.url)
+    try:
+        obs = await observe(reader, stream, GROUP, estimate_limit=10_000)
+    finally:
+        await reader.aclose()
+    assert obs.pending == 1000
+    assert obs.lag == 0, f"lag {obs.lag} (estimated: {obs.lag_estimated}) with nothing unread"
+
+
+@pytest.mark.timeout(120)
+def test_postgres_restarts_under_load_never_crash_a_consumer(
+    redis_server: RedisServer, fresh_postgres: PostgresServer, names: Callable[[str], str]
+) -> None:
+    """A fast shutdown of PostgreSQL in the middle of inserts is a transient failure: the
+    consumer waits and goes on; it never exits."""
+    client = redis.Redis.from_url(redis_server.url)
+    stream = names("pgrestart")
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    fresh_postgres.psql("CREATE DATABASE restarts")
+    url = fresh_postgres.url("restarts")
+    producer = Producer(redis_server.url, stream, 30_000, 100, threading.Lock(), chunk=500,
+                        rate=3000)  # fmt: skip
+    consumer = ConsumerProcess(
+        redis_url=redis_server.url, database_url=url, stream=stream, group=GROUP, model=MODEL,
+        consumer="pod-0", batch_size=100, pool_size=4,
+    ).start()  # fmt: skip
+    producer.start()
+    try:
+        for _ in range(6):
+            time.sleep(1.0)
+            fresh_postgres.restart()
+            assert consumer.proc is not None and consumer.proc.poll() is None, consumer.output()
+        producer.join(60)
+        wait_until(lambda: drained(client, stream, GROUP, 30_000), 60, 0.2, "drained")
+        assert consumer.proc is not None and consumer.proc.poll() is None, consumer.output()
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+    # (asyncpg's pool logs its own failed reconnects with a traceback, as a warning.)
+    assert " ERROR " not in consumer.output(), consumer.output()
+    assert "database unavailable" in consumer.output()
+    rows = table_ids(fresh_postgres, url, "products")
+    verdict = check_invariant(producer.ids, producer.poison, rows,
+                              dead_letters(client, stream + ":dlq"))  # fmt: skip
+    assert verdict.ok and verdict.good_dead_lettered == 0, verdict.table("PostgreSQL restarts")
