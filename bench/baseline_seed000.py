@@ -60,7 +60,7 @@ async def setup_consumer_groups() -> None:
                 raise
 
 
-async def process_messages(consumer_name: str, messages: list[Any]) -> int:
+async def process_messages(consumer_name: str, messages: Any) -> int:
     if not messages:
         return 0
 

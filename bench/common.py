@@ -101,7 +101,7 @@ def new_database(pg: PostgresServer, name: str) -> str:
 
     pg.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     pg.psql(f"CREATE DATABASE {name}")
-    table: Any = Product.__table__
+    table: Any = getattr(Product, "__table__")  # noqa: B009 - SQLModel leaves it untyped
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     ddl = [str(CreateTable(table).compile(dialect=dialect))]
     ddl += [str(CreateIndex(i).compile(dialect=dialect)) for i in table.indexes]

@@ -29,6 +29,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +156,14 @@ class Bench:
         """Release the N entries to the ready contender; seconds until all are acked, and the
         CPU seconds meanwhile of the contender, and of PostgreSQL and Redis."""
         n = self.args.messages
+
+        def reading() -> bool:
+            proc.check_alive()
+            return blocked_readers(self.client) >= consumers
+
         wait_for(
-            lambda: proc.check_alive() or blocked_readers(self.client) >= consumers,
-            60, 0.02, f"{consumers} reader(s) of {proc.log.stem} blocked in XREADGROUP",
-        )  # fmt: skip
+            reading, 60, 0.02, f"{consumers} reader(s) of {proc.log.stem} blocked in XREADGROUP"
+        )
         cpu = cpu_seconds(proc.pid)
         pg_cpu, redis_cpu = tree_cpu_seconds(self.pg_pid), cpu_seconds(self.redis_pid)
         started = time.perf_counter()
@@ -359,7 +364,7 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
+def table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
