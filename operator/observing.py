@@ -8,10 +8,12 @@ import redis.asyncio as aioredis
 from streamscale.consumer.streams import (
     ConsumerInfo,
     GroupInfo,
+    as_str,
     consumer_infos,
     ensure_group,
     estimate_unread,
     group_info,
+    id_key,
 )
 
 
@@ -53,8 +55,28 @@ async def observe(
         lag, _ = await estimate_unread(redis, stream, info, limit=estimate_limit)
         estimated = True
     else:
-        lag, estimated = info.lag, False
+        lag, estimated = await checked_lag(redis, stream, info), False
     consumers = tuple(await consumer_infos(redis, stream, group)) if info.consumers else ()
     return Observation(
         lag=lag, lag_estimated=estimated, pending=info.pending, consumers=consumers, group=info
     )
+
+
+async def checked_lag(redis: aioredis.Redis, stream: str, info: GroupInfo) -> int:
+    """`XINFO GROUPS` lag, checked against the stream's own bounds.
+
+    redis-server 7.0 restores a group's entries-read from the last AOF rewrite, so after a
+    restart the reported lag counts every entry read since that rewrite, for good. Two cheap
+    facts bound it: nothing is unread once the group has delivered the stream's last generated
+    ID, and nothing unread exceeds the stream's length.
+    """
+    assert info.lag is not None
+    if info.lag == 0:
+        return 0
+    raw = await redis.execute_command("XINFO", "STREAM", stream)
+    stream_info = {as_str(k): v for k, v in (raw.items() if isinstance(raw, dict) else [])}
+    last_generated = as_str(stream_info.get("last-generated-id"))
+    if last_generated and id_key(info.last_delivered_id) >= id_key(last_generated):
+        return 0
+    length = stream_info.get("length")
+    return min(info.lag, int(length)) if length is not None else info.lag
