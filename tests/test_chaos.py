@@ -368,13 +368,6 @@ def test_load_10_stream_consumers_x_100000(
     run_load(redis_server, fresh_postgres, names, consumers=10, per_stream=100_000, timeout=1500)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redis-server 7.0.15 restores a group's entries-read from the last AOF rewrite, so "
-    "after a restart XINFO GROUPS reports a lag of every entry read since that rewrite, for "
-    "good; operator/observing.py trusts it (fix: when the group's last-delivered-id is the "
-    "stream's last entry the lag is 0, or take the bounded XRANGE count when it is exact)",
-)
 @pytest.mark.timeout(60)
 async def test_operator_lag_is_right_after_an_aof_rewrite_and_a_redis_restart(
     aof_redis: RedisServer, names: Callable[[str], str]
