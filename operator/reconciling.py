@@ -97,11 +97,9 @@ class Runtime:
     def redis(self, url: str) -> tuple[aioredis.Redis, Scripts]:
         """One client (and its registered scripts) per Redis URL, shared by StreamConsumers."""
         if url not in self._redis:
-            client = connect(
-                url,
-                socket_timeout=self.settings.redis_timeout_seconds,
-                max_connections=50,
-            )
+            # No connection cap: redis-py's asyncio pool fails at its cap instead of waiting,
+            # and each poll holds one or two connections for a few milliseconds.
+            client = connect(url, socket_timeout=self.settings.redis_timeout_seconds)
             self._redis[url] = (client, Scripts(client))
         return self._redis[url]
 
