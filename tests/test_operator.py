@@ -307,3 +307,32 @@ async def test_deleting_the_stream_consumer_releases_it_and_leaves_cleanup_to_th
         await h.eventually(
             lambda: REGISTRY.get_sample_value("streamscale_replicas", labels) is None
         )
+
+
+async def test_with_kopf_peering_the_operator_announces_itself_and_acts(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    h.declare_resources(kmock)
+    kmock.resources["kopf.dev/v1/kopfpeerings"] = kmock.ResourceInfo(
+        kind="KopfPeering", namespaced=True, verbs=h.VERBS
+    )
+    kmock.objects["kopf.dev/v1/kopfpeerings", h.NAMESPACE, "streamscale"] = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "KopfPeering",
+        "metadata": {"name": "streamscale", "namespace": h.NAMESPACE, "resourceVersion": "1"},
+    }
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url)
+    )
+    settings = h.settings(redis_server.url, standalone=False, priority=10)
+    async with h.running_operator(kmock, settings):
+        for n in range(15):
+            await redis.xadd(stream, {"n": str(n)})
+        await h.eventually(lambda: h.replicas(kmock, "orders") == 2)
+        peering = h.obj(kmock, "kopf.dev/v1/kopfpeerings", "streamscale") or {}
+        peers = peering.get("status") or {}
+        assert [peer["priority"] for peer in peers.values()] == [10]
