@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from typing import Any
@@ -78,6 +79,7 @@ class ConsumerApp:
                 spawn(Reader(self.processor, name).run(), f"reader {name}") for name in names
             ]
             self._tasks.append(spawn(Claimer(self.processor, names[0]).run(), "claimer"))
+            tune_gc()
             self.started.set()
             logger.info(
                 "consuming %r as group %r, consumer(s) %s, into %s",
@@ -141,6 +143,20 @@ class ConsumerApp:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         await self.http.close()
+
+
+def tune_gc() -> None:
+    """Keep the garbage collector off the hot path.
+
+    The ~90,000 objects that imports and start-up leave behind live for the whole process, yet
+    every full collection walks them again: measured at 15-20% of the consumer's CPU
+    (bench/README.md). Freezing them and collecting the young generation less often cut the CPU
+    per message by about a quarter with no change in peak RSS. Batches make few reference
+    cycles, so the garbage that remains is still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 async def main(settings: ConsumerSettings) -> int:
