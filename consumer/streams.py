@@ -72,7 +72,7 @@ def parse_entries(raw: Sequence[Any]) -> list[Entry]:
     """Entries from an XRANGE / XREADGROUP / XAUTOCLAIM reply; deleted ones keep None fields."""
     entries: list[Entry] = []
     for entry_id, fields in raw:
-        entries.append((as_str(entry_id), dict(fields) if fields else None))
+        entries.append((as_str(entry_id), fields or None))
     return entries
 
 
