@@ -336,3 +336,32 @@ async def test_with_kopf_peering_the_operator_announces_itself_and_acts(
         peering = h.obj(kmock, "kopf.dev/v1/kopfpeerings", "streamscale") or {}
         peers = peering.get("status") or {}
         assert [peer["priority"] for peer in peers.values()] == [10]
+
+
+async def test_a_pod_that_goes_away_later_is_noticed_within_the_cache_age(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    for n in range(4):
+        await redis.xadd(stream, {"n": str(n)})
+    await redis.xreadgroup(group, "orders-a", {stream: ">"}, count=4)
+    h.declare_resources(kmock)
+    kmock.objects[h.PODS, h.NAMESPACE, "orders-a"] = h.pod("orders-a", "orders")
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url)
+    )
+    settings = h.settings(redis_server.url, api_cache_seconds=0.5)
+    async with h.running_operator(kmock, settings):
+        await h.eventually(lambda: h.status(kmock, "orders").get("consumers") == 1)
+        await asyncio.sleep(0.5)
+        assert h.status(kmock, "orders").get("deadLettered", 0) == 0, "a live pod keeps its work"
+        url = str(kmock.url).rstrip("/") + f"/api/v1/namespaces/{h.NAMESPACE}/pods/orders-a"
+        async with aiohttp.ClientSession() as session, session.delete(url) as response:
+            assert response.status == 200
+        await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 4)
+        await h.eventually(lambda: h.status(kmock, "orders").get("consumers") == 0)
+    assert await redis.xlen(stream + ":dlq") == 4
