@@ -178,7 +178,8 @@ class Processor:
         delivery count towards `max_deliveries`) and the operator would dead-letter them as idle,
         although nothing is wrong with the messages: only the database is away.
         """
-        interval = max(0.05, self.settings.claim_idle_ms / 3000)
+        # Well inside both the claim idle time and the operator's minimum move idle time (5 s).
+        interval = max(0.05, min(self.settings.claim_idle_ms / 3000, 2.0))
         while True:
             await asyncio.sleep(interval)
             with contextlib.suppress(*REDIS_TRANSIENT, redis_errors.ResponseError):

@@ -1,7 +1,9 @@
 """The dead-letter mover: stranded pending entries go to the dead-letter stream, gone consumers go.
 
-An entry is stranded when its consumer has no pod any more, when it has been idle longer than
-`deadLetter.idleSeconds`, or when it has been delivered `maxDeliveries` times. Each page of such
+An entry is stranded when it has been idle longer than `deadLetter.idleSeconds`, when it has been
+delivered `maxDeliveries` times, or when its consumer has no pod any more and nobody claimed it
+within `gone_idle_ms` (live consumers claim such entries after their CLAIM_IDLE_MS and store
+them; only what nobody picks up is dead-lettered). Each page of such
 entries moves in one call of the consumer's atomic Lua script (`Scripts.dead_letter`), which
 re-checks inside Redis that the entry is still pending and idle for at least `min_idle_ms`: an
 entry a live consumer has just taken is never stolen, and a move repeated after an operator
@@ -34,6 +36,8 @@ class Rules:
     """`deadLetter.idleSeconds` in milliseconds."""
     min_idle_ms: int = c.MIN_MOVE_IDLE_MS
     """Nothing idle for less than this moves, whatever else holds."""
+    gone_idle_ms: int = c.GONE_IDLE_MS
+    """Entries of a consumer with no pod move once idle this long (live consumers claim first)."""
 
 
 @dataclasses.dataclass
@@ -74,7 +78,7 @@ def verdict(entry: PendingEntry, *, gone: bool, rules: Rules) -> str | None:
         return None
     if entry.deliveries >= rules.max_deliveries:
         return cc.REASON_MAX_DELIVERIES
-    if gone or entry.idle_ms >= rules.idle_ms:
+    if entry.idle_ms >= (min(rules.gone_idle_ms, rules.idle_ms) if gone else rules.idle_ms):
         return cc.REASON_IDLE
     return None
 

@@ -241,6 +241,9 @@ class Poller:
         result.delay = spec.poll_seconds
         try:
             replicas = await self._poll(spec, body, result)
+            # Only polls that reached Redis count: a poll rate of zero is what the
+            # StreamscaleRedisUnreachable alert watches for.
+            m.POLL_SECONDS.labels(*self.labels).observe(time.perf_counter() - started)
         except (RedisError, OSError, TimeoutError) as exc:
             message = f"Redis unreachable ({type(exc).__name__}: {exc}); replicas left unchanged"
             await self._fail(body, "RedisUnavailable", message, replicas=replicas)
@@ -254,8 +257,6 @@ class Poller:
         except SpecError as exc:
             await self._fail(body, "InvalidSpec", str(exc), replicas=replicas)
             result.error = str(exc)
-        finally:
-            m.POLL_SECONDS.labels(*self.labels).observe(time.perf_counter() - started)
         return result
 
     async def _pods(
@@ -311,6 +312,7 @@ class Poller:
             max_deliveries=spec.max_deliveries,
             idle_ms=int(spec.idle_seconds * 1000),
             min_idle_ms=int(settings.move_min_idle_seconds * 1000),
+            gone_idle_ms=int(settings.gone_idle_seconds * 1000),
         )
         pods: set[str] | None = None
         if obs.consumers:

@@ -41,6 +41,11 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="Never dead-letter an entry idle for less: a live consumer may have it.",
     )
+    gone_idle_seconds: float = Field(
+        c.GONE_IDLE_MS / 1000,
+        ge=0,
+        description="Dead-letter a gone consumer's entries once idle this long (after claims).",
+    )
     max_move_pages: int = Field(
         200, ge=1, description="XPENDING pages of 1000 the mover scans per poll, at most."
     )

@@ -440,7 +440,8 @@ async def _mover(args: argparse.Namespace) -> None:
                     result = await move_stranded(
                         scripts, args.stream, args.group, dlq, gone=set(args.gone.split(",")),
                         rules=Rules(max_deliveries=args.max_deliveries, idle_ms=args.idle_ms,
-                                    min_idle_ms=args.min_idle_ms),
+                                    min_idle_ms=args.min_idle_ms,
+                                    gone_idle_ms=args.min_idle_ms),
                         max_pages=1, page_size=args.chunk,
                     )  # fmt: skip
                     totals.update(result.dead_lettered)
@@ -466,9 +467,11 @@ async def _mover(args: argparse.Namespace) -> None:
             pods = set(args.pods.split(",")) if args.pods else set()
             if reclaim is not None:
                 consumers = await consumer_infos(client, args.stream, args.group)
+                # The ghost's entries move once idle min_idle_ms: before the live consumers'
+                # claim idle time, so the mover has work (the operator waits longer by default).
                 rules = Rules(
                     max_deliveries=args.max_deliveries, idle_ms=args.idle_ms,
-                    min_idle_ms=args.min_idle_ms,
+                    min_idle_ms=args.min_idle_ms, gone_idle_ms=args.min_idle_ms,
                 )  # fmt: skip
                 result = await reclaim(
                     scripts, args.stream, args.group, dlq,

@@ -14,7 +14,7 @@ from streamscale.operator.reclaiming import Rules, move_stranded, reclaim
 from streamscale.operator.retention import safe_min_id, trim
 from streamscale.operator.specs import Retention
 
-RULES = Rules(max_deliveries=3, idle_ms=60_000, min_idle_ms=50)
+RULES = Rules(max_deliveries=3, idle_ms=60_000, min_idle_ms=50, gone_idle_ms=50)
 
 
 async def fill(redis: aioredis.Redis, stream: str, n: int) -> list[str]:
@@ -48,6 +48,25 @@ async def test_a_gone_consumers_entries_move_and_it_leaves(
     assert len(set(await originals(redis, dlq))) == 2000
     assert {c.name for c in await consumer_infos(redis, stream, group)} == {"pod-b-1"}
     assert (await redis.xpending(stream, group))["pending"] == 500
+
+
+async def test_a_gone_consumers_fresh_entries_are_left_for_live_consumers_to_claim(
+    redis: aioredis.Redis, names: Callable[[str], str]
+) -> None:
+    """A vanished pod may have stored its batch without acking it: claiming (and the idempotent
+    write) gets that right; dead-lettering it would put the message in both places."""
+    stream, group = names("s"), "g"
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    await fill(redis, stream, 10)
+    await redis.xreadgroup(group, "pod-a", {stream: ">"}, count=10)
+    await asyncio.sleep(0.1)
+    consumers = await consumer_infos(redis, stream, group)
+    rules = Rules(max_deliveries=3, idle_ms=60_000, min_idle_ms=50, gone_idle_ms=30_000)
+    result = await reclaim(
+        Scripts(redis), stream, group, stream + ":dlq", consumers=consumers, pods=set(), rules=rules
+    )
+    assert result.total == 0 and result.removed == []
+    assert (await redis.xpending(stream, group))["pending"] == 10
 
 
 async def test_a_consumer_with_pending_entries_is_never_removed(

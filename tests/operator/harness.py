@@ -110,6 +110,7 @@ def settings(redis_url: str, **overrides: Any) -> OperatorSettings:
         "redis_url": redis_url,
         "standalone": True,
         "move_min_idle_seconds": 0.2,
+        "gone_idle_seconds": 0.2,
         "error_backoff_cap_seconds": 1.0,
         "redis_timeout_seconds": 1.0,
         "http_port": 0,
