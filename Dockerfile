@@ -26,8 +26,10 @@ COPY streamscale/ streamscale/
 COPY consumer/ consumer/
 COPY operator/ operator/
 # Byte-compile once here: the runtime's root filesystem is read-only, so Python never could.
+# -P: `python -m` would otherwise put /src first on sys.path, where operator/ shadows the
+# standard library's operator module.
 RUN pip install --no-deps . \
-    && python -m compileall -q /opt/venv/lib
+    && python -P -m compileall -q /opt/venv/lib
 
 # --- runtime: the venv on a slim Python, nothing else ------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

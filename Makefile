@@ -9,10 +9,13 @@ PYTEST_ARGS ?=
 
 all: lint test
 
+# `python -m` run in the repository root puts the root first on sys.path, where operator/ would
+# shadow the standard library's `operator` before anything else is imported: make the venv from /
+# and call pip through its script.
 $(BIN)/streamscale: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	cd / && $(PYTHON) -m venv $(CURDIR)/$(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 install: $(BIN)/streamscale ## create .venv with streamscale and its development tools
