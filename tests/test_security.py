@@ -174,7 +174,7 @@ async def test_operator_acl_user_observes_moves_trims_and_writes_nothing_else(
         result = await reclaim(
             Scripts(client), STREAM, GROUP, STREAM + ":dlq",
             consumers=list(obs.consumers), pods=set(),
-            rules=Rules(max_deliveries=5, idle_ms=60_000, min_idle_ms=0),
+            rules=Rules(max_deliveries=5, idle_ms=60_000, min_idle_ms=0, gone_idle_ms=0),
         )  # fmt: skip
         assert result.dead_lettered == {"idle": 20}
         assert result.removed == ["gone-pod"]
