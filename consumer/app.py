@@ -78,7 +78,8 @@ class ConsumerApp:
             self._tasks = [
                 spawn(Reader(self.processor, name).run(), f"reader {name}") for name in names
             ]
-            self._tasks.append(spawn(Claimer(self.processor, names[0]).run(), "claimer"))
+            claimer = self.settings.claimer_name()
+            self._tasks.append(spawn(Claimer(self.processor, claimer).run(), "claimer"))
             tune_gc()
             self.started.set()
             logger.info(
@@ -87,7 +88,7 @@ class ConsumerApp:
                 type(self.sink).__name__,
             )  # fmt: skip
             await self._wait_and_drain()
-            await leave_group(self.processor, names)
+            await leave_group(self.processor, [*names, claimer])
             return EXIT_OK
         finally:
             await self._close()

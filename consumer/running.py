@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from streamscale.consumer import constants as c
 from streamscale.consumer.backoff import Backoff, Health
-from streamscale.consumer.deadletter import DeadLetter, Scripts
+from streamscale.consumer.deadletter import DeadLetter, MoveResult, Scripts
 from streamscale.consumer.messages import decode_all, split_deleted
 from streamscale.consumer.metrics import ConsumerMetrics
 from streamscale.consumer.settings import ConsumerSettings
@@ -89,13 +90,15 @@ class Processor:
         ]
         good = [m for m in messages if m.error is None]
         self.metrics.inflight_messages.inc(len(entries))
-        lease = spawn(self._renew_lease(consumer, [e[0] for e in entries]), "lease")
+        # Only live entries: XCLAIM of an entry deleted from the stream drops it from the
+        # pending list, and its `deleted` record would then never be written.
+        lease = spawn(self._renew_lease(consumer, [i for i, _ in live]), "lease")
         try:
             result = await self._write(good) if good else SinkResult()
             dead += [DeadLetter(i, c.REASON_INVALID, err) for i, err in result.rejected.items()]
             rejected = {d.id for d in dead}
             done = [m for m in good if m.id not in rejected and m.id not in result.retry]
-            await self._retrying(lambda: self._finish(done, dead), "ack")
+            moved = await self.retrying(lambda: self._finish(done, dead), "ack")
         finally:
             lease.cancel()
             self.metrics.inflight_messages.dec(len(entries))
@@ -103,7 +106,7 @@ class Processor:
         for m in done:
             self.metrics.end_to_end_seconds.observe(max(0, now_ms - m.produced_ms) / 1000)
         self.metrics.stored.inc(len(done))
-        self.metrics.dead_lettered.inc(len(dead))
+        self.metrics.dead_lettered.inc(moved.dead_lettered)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def process_redelivered(self, consumer: str, entries: list[Entry]) -> None:
@@ -149,14 +152,16 @@ class Processor:
             self.sink_health.recovered()
             return result
 
-    async def _finish(self, done: list[Any], dead: list[DeadLetter]) -> None:
+    async def _finish(self, done: list[Any], dead: list[DeadLetter]) -> MoveResult:
         stream, group = self.settings.stream, self.settings.group
+        moved = MoveResult()
         if dead:
-            await self.scripts.dead_letter(stream, self.settings.dead_letter, group, dead)
+            moved = await self.scripts.dead_letter(stream, self.settings.dead_letter, group, dead)
         if done:
             await self.redis.xack(stream, group, *[m.id for m in done])
+        return moved
 
-    async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+    async def retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         """Run a Redis call until it succeeds, backing off while Redis is away."""
         backoff = Backoff(base=0.1, cap=5.0)
         while True:
@@ -213,15 +218,15 @@ class Reader:
                     await self.p.process(self.consumer, entries)
             except GaveUp:
                 return
+            except REDIS_TRANSIENT as exc:  # first: ReadOnlyError and TryAgainError are
+                self.p.redis_health.failed(exc, "reading")  # ResponseErrors too (failover)
+                await backoff.sleep(self.p.stopping)
+                cursor = "0"  # what was delivered but not acked is ours to finish
             except redis_errors.ResponseError as exc:
                 if not is_nogroup(exc):
                     raise
                 await self._recreate_group(backoff)
                 cursor = "0"
-            except REDIS_TRANSIENT as exc:
-                self.p.redis_health.failed(exc, "reading")
-                await backoff.sleep(self.p.stopping)
-                cursor = "0"  # what was delivered but not acked is ours to finish
 
     async def _read(self, cursor: str | None) -> list[Entry]:
         s = self.settings
@@ -278,17 +283,19 @@ class Claimer:
                 await self.sweep()
             except GaveUp:
                 return
+            except REDIS_TRANSIENT as exc:  # before ResponseError, as in Reader.run
+                self.p.redis_health.failed(exc, "claiming")
             except redis_errors.ResponseError as exc:
                 if not is_nogroup(exc):
                     raise
-            except REDIS_TRANSIENT as exc:
-                self.p.redis_health.failed(exc, "claiming")
 
     async def sweep(self, max_pages: int = 20) -> int:
         """One pass of XAUTOCLAIM over the pending list; returns how many entries it took."""
         s = self.settings
         cursor, taken = "0-0", 0
         for _ in range(max_pages):
+            if self.p.stopping.is_set():
+                break  # claiming now would only raise delivery counts and strand entries
             raw: Any = await self.p.redis.xautoclaim(
                 s.stream, s.group, self.consumer, s.claim_idle_ms, cursor, count=s.batch_size
             )
@@ -298,9 +305,12 @@ class Claimer:
             if deleted:
                 # Redis already dropped these from the pending list; record them, or they vanish.
                 self.deleted_total += len(deleted)
-                await self.p.scripts.record_deleted(
-                    s.stream, s.dead_letter, s.group, self.consumer, deleted
-                )
+                # XAUTOCLAIM has already dropped them: retry the record, or it is lost for good.
+                record = functools.partial(
+                    self.p.scripts.record_deleted,
+                    s.stream, s.dead_letter, s.group, self.consumer, deleted,
+                )  # fmt: skip
+                await self.p.retrying(record, "recording deleted entries")
                 self.p.metrics.dead_lettered.inc(len(deleted))
             if entries:
                 taken += len(entries)

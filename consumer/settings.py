@@ -109,6 +109,15 @@ class ConsumerSettings(BaseSettings):
         """The dead-letter stream's key."""
         return self.dead_letter_stream or self.stream + DEAD_LETTER_SUFFIX
 
+    def claimer_name(self) -> str:
+        """The retry path's own consumer name (`<name>-0`), apart from every reader's.
+
+        Sharing a reader's name would let that reader's re-read of its own pending list (after
+        a Redis error) take entries the claimer is still processing, and raise their delivery
+        counts past the limit while they are being stored.
+        """
+        return f"{self.consumer}-0"
+
     def consumer_names(self) -> list[str]:
         """One consumer name per reader coroutine."""
         if self.concurrency == 1:

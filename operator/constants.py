@@ -52,11 +52,7 @@ PENDING_PAGE: Final = 1000
 MIN_MOVE_IDLE_MS: Final = 5_000
 """Never move an entry idle for less than this: a live consumer may have just taken it.
 Consumers renew their lease on in-flight entries at least every 2 s, well inside it."""
-GONE_IDLE_MS: Final = 60_000
-"""Entries of a consumer whose pod is gone move once idle this long: twice the consumers'
-default claim idle time, so live consumers claim (and store) them first and only what nobody
-picks up is dead-lettered. Moving them sooner would dead-letter messages the vanished pod had
-already stored but not acked: in the table and in the dead-letter stream at once."""
+
 ESTIMATE_LIMIT: Final = 100_000
 """XRANGE bound when lag is NULL and the unread count has to be estimated."""
 

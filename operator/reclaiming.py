@@ -1,9 +1,9 @@
 """The dead-letter mover: stranded pending entries go to the dead-letter stream, gone consumers go.
 
 An entry is stranded when it has been idle longer than `deadLetter.idleSeconds`, when it has been
-delivered `maxDeliveries` times, or when its consumer has no pod any more and nobody claimed it
-within `gone_idle_ms` (live consumers claim such entries after their CLAIM_IDLE_MS and store
-them; only what nobody picks up is dead-lettered). Each page of such
+delivered `maxDeliveries` times. An entry whose consumer has no pod any more follows the same
+rules (unless `gone_idle_ms` says sooner): live consumers claim it after their CLAIM_IDLE_MS and
+store it, so only what nobody picks up is dead-lettered. Each page of such
 entries moves in one call of the consumer's atomic Lua script (`Scripts.dead_letter`), which
 re-checks inside Redis that the entry is still pending and idle for at least `min_idle_ms`: an
 entry a live consumer has just taken is never stolen, and a move repeated after an operator
@@ -36,8 +36,11 @@ class Rules:
     """`deadLetter.idleSeconds` in milliseconds."""
     min_idle_ms: int = c.MIN_MOVE_IDLE_MS
     """Nothing idle for less than this moves, whatever else holds."""
-    gone_idle_ms: int = c.GONE_IDLE_MS
-    """Entries of a consumer with no pod move once idle this long (live consumers claim first)."""
+    gone_idle_ms: int | None = None
+    """Entries of a consumer with no pod move once idle this long; None: `idle_ms`, like any
+    entry. Live consumers claim such entries after their CLAIM_IDLE_MS and store them; moving
+    them sooner would dead-letter messages the vanished pod stored but did not ack (in the table
+    and the dead-letter stream at once), or valid ones while the database is down."""
 
 
 @dataclasses.dataclass
@@ -78,7 +81,10 @@ def verdict(entry: PendingEntry, *, gone: bool, rules: Rules) -> str | None:
         return None
     if entry.deliveries >= rules.max_deliveries:
         return cc.REASON_MAX_DELIVERIES
-    if entry.idle_ms >= (min(rules.gone_idle_ms, rules.idle_ms) if gone else rules.idle_ms):
+    threshold = rules.idle_ms
+    if gone and rules.gone_idle_ms is not None:
+        threshold = min(threshold, rules.gone_idle_ms)
+    if entry.idle_ms >= threshold:
         return cc.REASON_IDLE
     return None
 

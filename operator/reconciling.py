@@ -308,11 +308,12 @@ class Poller:
             current = replicas_of(actuator.body or {})
         just_read = actuator.fetched_at != read_at
 
+        gone_idle = settings.gone_idle_seconds
         rules = Rules(
             max_deliveries=spec.max_deliveries,
             idle_ms=int(spec.idle_seconds * 1000),
             min_idle_ms=int(settings.move_min_idle_seconds * 1000),
-            gone_idle_ms=int(settings.gone_idle_seconds * 1000),
+            gone_idle_ms=None if gone_idle is None else int(gone_idle * 1000),
         )
         pods: set[str] | None = None
         if obs.consumers:

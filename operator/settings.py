@@ -41,10 +41,11 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="Never dead-letter an entry idle for less: a live consumer may have it.",
     )
-    gone_idle_seconds: float = Field(
-        c.GONE_IDLE_MS / 1000,
+    gone_idle_seconds: float | None = Field(
+        None,
         ge=0,
-        description="Dead-letter a gone consumer's entries once idle this long (after claims).",
+        description="Dead-letter a gone consumer's entries once idle this long; default: the "
+        "StreamConsumer's idleSeconds, like any entry (live consumers claim them first).",
     )
     max_move_pages: int = Field(
         200, ge=1, description="XPENDING pages of 1000 the mover scans per poll, at most."

@@ -42,3 +42,12 @@ class NoIdentity(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     sku: str
+
+
+class ShortCode(SQLModel, table=True):
+    """A length only the database knows: too long must be rejected, never truncated."""
+
+    __tablename__ = "short_codes"
+
+    stream_id: str = Field(primary_key=True)
+    code: str = Field(sa_column=sa.Column(sa.String(8), nullable=False))

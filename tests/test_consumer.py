@@ -353,3 +353,26 @@ def test_own_pending_entries_delivered_too_often_are_dead_lettered_after_restart
     assert set(dead) == set(ids[:3])
     assert {d["x-reason"] for d in dead.values()} == {"max-deliveries"}
     assert {d["x-consumer"] for d in dead.values()} == {"pod-c"}
+
+
+@pytest.mark.timeout(60)
+def test_a_value_too_long_for_its_column_is_dead_lettered_not_truncated(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("codes")
+    ids = produce(client, stream, [{"code": "ok"}, {"code": "far-too-long"}, {"code": "12345678"}])
+    consumer = ConsumerProcess(
+        **settings(redis_server.url, database_url, stream, model="tests.models:ShortCode")
+    ).start()
+    try:
+        wait_until(lambda: client.xinfo_groups(stream)[0]["pending"] == 0
+                   and client.xinfo_groups(stream)[0]["entries-read"] == 3, 30, 0.2)  # fmt: skip
+    finally:
+        consumer.terminate()
+    db = database_url.rsplit("/", 1)[1]
+    rows = postgres_server.psql("SELECT stream_id, code FROM short_codes ORDER BY 1", db)
+    assert rows.split() == [f"{ids[0]}|ok", f"{ids[2]}|12345678"]
+    dead = dead_letters(client, stream)
+    assert set(dead) == {ids[1]}
+    assert "too long" in dead[ids[1]]["x-error"]

@@ -203,10 +203,13 @@ def test_consumers_belong_to_pods_by_name_or_numbered_suffix() -> None:
 def test_the_verdict_never_takes_a_fresh_entry() -> None:
     rules = Rules(max_deliveries=5, idle_ms=300_000, min_idle_ms=5_000)
     assert verdict(entry("c", 1_000, deliveries=9), gone=True, rules=rules) is None
-    # A gone consumer's entry waits for live consumers to claim it first (they do at 30 s).
+    # A gone consumer's entry waits for live consumers to claim it first (they do at 30 s):
+    # by default it follows idleSeconds like any entry.
     assert verdict(entry("c", 6_000), gone=True, rules=rules) is None
-    assert verdict(entry("c", 59_000), gone=True, rules=rules) is None
-    assert verdict(entry("c", 60_000), gone=True, rules=rules) == "idle"
-    assert verdict(entry("c", 60_000), gone=False, rules=rules) is None
+    assert verdict(entry("c", 299_000), gone=True, rules=rules) is None
+    assert verdict(entry("c", 300_000), gone=True, rules=rules) == "idle"
+    sooner = Rules(max_deliveries=5, idle_ms=300_000, min_idle_ms=5_000, gone_idle_ms=60_000)
+    assert verdict(entry("c", 60_000), gone=True, rules=sooner) == "idle"
+    assert verdict(entry("c", 60_000), gone=False, rules=sooner) is None
     assert verdict(entry("c", 6_000, deliveries=5), gone=False, rules=rules) == "max-deliveries"
     assert verdict(entry("c", 300_000), gone=False, rules=rules) == "idle"

@@ -79,6 +79,19 @@ def asyncpg_dsn(url: str) -> str:
     return "postgresql" + sep + rest if scheme.startswith("postgres") else url
 
 
+def _array_element_type(column: sa.Column[Any], dialect: Any) -> str:
+    """The SQL type to cast a column's parameter array to.
+
+    Strings go as `text`: an explicit cast to `varchar(n)` would silently truncate a value that
+    is too long, while the INSERT's own assignment to the column rejects it (and the row is
+    dead-lettered, as on SQLite).
+    """
+    base = column.type.impl_instance if isinstance(column.type, sa.TypeDecorator) else column.type
+    if isinstance(base, sa.String) and not isinstance(base, sa.Enum):
+        return "text"
+    return str(column.type.compile(dialect=dialect))
+
+
 _PERMANENT_PG = (
     asyncpg.exceptions.IntegrityConstraintViolationError,  # class 23
     asyncpg.exceptions.DataError,  # class 22: out of range, too long, bad text representation
@@ -113,7 +126,7 @@ class PostgresSink(SqlSinkBase):
         cols = ", ".join(quote(name) for name in self.builder.columns)
         target = ", ".join(quote(name) for name in conflict_columns(table))
         name = dialect.identifier_preparer.format_table(table)
-        types = [table.columns[c].type.compile(dialect=dialect) for c in self.builder.columns]
+        types = [_array_element_type(table.columns[c], dialect) for c in self.builder.columns]
         if any(isinstance(table.columns[c].type, sa.ARRAY) for c in self.builder.columns):
             # unnest() would flatten array columns: insert row by row in one round trip instead.
             values = ", ".join(f"${i}" for i in range(1, len(types) + 1))
