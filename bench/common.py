@@ -18,8 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ if str(ROOT) not in sys.path:
 import redis  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from tests.servers import PostgresServer, free_port, wait_port  # noqa: E402
+from tests.servers import PostgresServer, free_port, http_get, wait_port  # noqa: E402
 
 LOGS = ROOT / ".build" / "bench-logs"
 
@@ -235,13 +233,7 @@ class Consumer(Process):
         super().__init__(name, command, env)
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.port, path)
 
     def ready(self) -> bool:
         self.check_alive()

@@ -9,15 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from tests.servers import free_port
+from tests.servers import free_port, http_get
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,13 +95,7 @@ class ConsumerProcess:
         return self
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.port, path)
 
     def ready(self) -> bool:
         assert self.proc is not None
