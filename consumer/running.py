@@ -136,21 +136,20 @@ class Processor:
             await self.process(consumer, retry)
 
     async def _write(self, messages: list[Any]) -> SinkResult:
-        backoff = Backoff(base=0.2, cap=10.0)
-        while True:
+        async def attempt() -> SinkResult:
             started = time.perf_counter()
             try:
                 result = await self.sink.write(messages)
-            except TransientError as exc:
-                self.sink_health.failed(exc, f"{len(messages)} messages wait")
+            except TransientError:
                 self.metrics.retried.inc(len(messages))
-                if self.expired.is_set():
-                    raise GaveUp from exc
-                await backoff.sleep(self.expired)
-                continue
+                raise
             self.metrics.sink_seconds.observe(time.perf_counter() - started)
-            self.sink_health.recovered()
             return result
+
+        return await self.retrying(
+            attempt, f"{len(messages)} messages wait",
+            errors=(TransientError,), health=self.sink_health, backoff=Backoff(base=0.2, cap=10),
+        )  # fmt: skip
 
     async def _finish(self, done: list[Any], dead: list[DeadLetter]) -> MoveResult:
         stream, group = self.settings.stream, self.settings.group
@@ -161,19 +160,29 @@ class Processor:
             await self.redis.xack(stream, group, *[m.id for m in done])
         return moved
 
-    async def retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """Run a Redis call until it succeeds, backing off while Redis is away."""
-        backoff = Backoff(base=0.1, cap=5.0)
+    async def retrying(
+        self,
+        call: Callable[[], Awaitable[T]],
+        what: str,
+        *,
+        errors: tuple[type[BaseException], ...] = REDIS_TRANSIENT,
+        health: Health | None = None,
+        backoff: Backoff | None = None,
+    ) -> T:
+        """Run `call` until it succeeds, backing off while it fails with one of `errors`
+        (by default: Redis is away). Raises GaveUp once the shutdown deadline has passed."""
+        health = health or self.redis_health
+        backoff = backoff or Backoff(base=0.1, cap=5.0)
         while True:
             try:
                 value = await call()
-            except REDIS_TRANSIENT as exc:
-                self.redis_health.failed(exc, what)
+            except errors as exc:
+                health.failed(exc, what)
                 if self.expired.is_set():
                     raise GaveUp from exc
                 await backoff.sleep(self.expired)
                 continue
-            self.redis_health.recovered()
+            health.recovered()
             return value
 
     async def _renew_lease(self, consumer: str, ids: list[str]) -> None:
