@@ -18,6 +18,8 @@ WORKDIR /src
 # Dependencies first, so that a change of the code alone reuses this layer.
 COPY pyproject.toml README.md ./
 COPY streamscale/__init__.py streamscale/py.typed streamscale/
+COPY streamscale/core/__init__.py streamscale/core/
+COPY streamscale/cli/__init__.py streamscale/cli/
 COPY consumer/__init__.py consumer/py.typed consumer/
 COPY operator/__init__.py operator/py.typed operator/
 RUN pip install --no-compile . && pip uninstall --yes streamscale

@@ -42,13 +42,13 @@ import aiohttp
 import kopf
 import redis.asyncio as aioredis
 from common import LOGS, product
-from streamscale.consumer.deadletter import Scripts
-from streamscale.consumer.streams import connect
+
+from streamscale.core.deadletter import Scripts
+from streamscale.core.streams import connect
 from streamscale.operator.reclaiming import Rules, move_stranded
 from streamscale.operator.reconciling import Poller, Runtime
 from streamscale.operator.running import operate
 from streamscale.operator.specs import build_deployment, parse
-
 from tests.operator import harness as h
 from tests.servers import running_redis
 

@@ -3,6 +3,7 @@
 import sys
 
 from pydantic import ValidationError
+
 from streamscale.consumer.app import EXIT_CONFIG, run
 from streamscale.consumer.settings import ConsumerSettings
 

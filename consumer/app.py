@@ -11,8 +11,7 @@ from typing import Any
 
 import prometheus_client
 import redis.asyncio as aioredis
-from streamscale.consumer import logs
-from streamscale.consumer.backoff import Backoff, Health
+
 from streamscale.consumer.metrics import ConsumerMetrics
 from streamscale.consumer.running import (
     REDIS_TRANSIENT,
@@ -21,13 +20,15 @@ from streamscale.consumer.running import (
     Reader,
     leave_group,
 )
-from streamscale.consumer.serving import HealthServer
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import Sink, TransientError
 from streamscale.consumer.sinks.factory import build_sink
 from streamscale.consumer.sinks.models import ConfigError
-from streamscale.consumer.streams import connect, ensure_group
-from streamscale.consumer.tasks import cancel_all, spawn
+from streamscale.core import logs
+from streamscale.core.backoff import Backoff, Health
+from streamscale.core.serving import HealthServer
+from streamscale.core.streams import connect, ensure_group
+from streamscale.core.tasks import cancel_all, spawn
 
 logger = logging.getLogger("streamscale.consumer")
 

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from streamscale.consumer.constants import DATA_FIELD
-from streamscale.consumer.streams import Entry, Fields, StreamId, id_millis
+
+from streamscale.core.constants import DATA_FIELD
+from streamscale.core.streams import Entry, Fields, StreamId, id_millis
 
 _DATA = DATA_FIELD.encode()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
 from streamscale.consumer import constants as c
 
 LABELS = ("namespace", "name", "stream", "group")

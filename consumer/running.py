@@ -21,14 +21,15 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from streamscale.consumer import constants as c
-from streamscale.consumer.backoff import Backoff, Health
-from streamscale.consumer.deadletter import DeadLetter, MoveResult, Scripts
+
 from streamscale.consumer.messages import decode_all, split_deleted
 from streamscale.consumer.metrics import ConsumerMetrics
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import Sink, SinkResult, TransientError
-from streamscale.consumer.streams import (
+from streamscale.core import constants as c
+from streamscale.core.backoff import Backoff, Health
+from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
+from streamscale.core.streams import (
     Entry,
     ensure_group,
     is_nogroup,
@@ -36,7 +37,7 @@ from streamscale.consumer.streams import (
     parse_entries,
     pending_entries,
 )
-from streamscale.consumer.tasks import spawn
+from streamscale.core.tasks import spawn
 
 logger = logging.getLogger(__name__)
 

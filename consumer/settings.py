@@ -6,7 +6,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from streamscale.consumer.constants import DEAD_LETTER_SUFFIX
+
+from streamscale.core.constants import DEAD_LETTER_SUFFIX
 
 
 def default_consumer_name() -> str:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
+
 from streamscale.operator import constants as c
 from streamscale.operator import metrics as m
 from streamscale.operator.reconciling import Poller, Runtime

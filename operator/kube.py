@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import kopf
+
 from streamscale.operator import constants as c
 
 logger = logging.getLogger(__name__)

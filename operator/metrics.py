@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram
+
 from streamscale.operator import constants as c
 
 LABELS = ("namespace", "name")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import redis.asyncio as aioredis
-from streamscale.consumer.streams import (
+
+from streamscale.core.streams import (
     ConsumerInfo,
     GroupInfo,
     as_str,

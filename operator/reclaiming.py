@@ -21,9 +21,9 @@ import collections
 import dataclasses
 from collections.abc import Collection, Iterable
 
-from streamscale.consumer import constants as cc
-from streamscale.consumer.deadletter import DeadLetter, Scripts
-from streamscale.consumer.streams import ConsumerInfo, PendingEntry, StreamId, pending_entries
+from streamscale.core import constants as cc
+from streamscale.core.deadletter import DeadLetter, Scripts
+from streamscale.core.streams import ConsumerInfo, PendingEntry, StreamId, pending_entries
 from streamscale.operator import constants as c
 
 

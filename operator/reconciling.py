@@ -18,9 +18,10 @@ from typing import Any
 import kopf
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from streamscale.consumer.backoff import Backoff
-from streamscale.consumer.deadletter import Scripts
-from streamscale.consumer.streams import connect
+
+from streamscale.core.backoff import Backoff
+from streamscale.core.deadletter import Scripts
+from streamscale.core.streams import connect
 from streamscale.operator import constants as c
 from streamscale.operator import kube as k
 from streamscale.operator import metrics as m

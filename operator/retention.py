@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
-from streamscale.consumer.streams import (
+
+from streamscale.core.streams import (
     StreamId,
     as_str,
     group_infos,

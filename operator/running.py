@@ -9,8 +9,9 @@ import signal
 from collections.abc import Sequence
 
 import kopf
-from streamscale.consumer import logs
-from streamscale.consumer.serving import HealthServer
+
+from streamscale.core import logs
+from streamscale.core.serving import HealthServer
 from streamscale.operator.handlers import Login, default_login, register
 from streamscale.operator.reconciling import Runtime
 from streamscale.operator.settings import OperatorSettings

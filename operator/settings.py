@@ -4,6 +4,7 @@ import os
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from streamscale.operator import constants as c
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from streamscale.consumer.constants import DEAD_LETTER_SUFFIX, PATH_HEALTHZ, PATH_READYZ
+from streamscale.core.constants import DEAD_LETTER_SUFFIX, PATH_HEALTHZ, PATH_READYZ
 from streamscale.operator import constants as c
 from streamscale.operator.scaling import Policy
 

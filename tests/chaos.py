@@ -408,9 +408,9 @@ def _owned(consumer: str, pods: set[str]) -> bool:
 
 
 async def _mover(args: argparse.Namespace) -> None:
-    from streamscale.consumer import constants as cc  # noqa: PLC0415
-    from streamscale.consumer.deadletter import DeadLetter, Scripts  # noqa: PLC0415
-    from streamscale.consumer.streams import (  # noqa: PLC0415
+    from streamscale.core import constants as cc  # noqa: PLC0415
+    from streamscale.core.deadletter import DeadLetter, Scripts  # noqa: PLC0415
+    from streamscale.core.streams import (  # noqa: PLC0415
         connect,
         consumer_infos,
         pending_entries,

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from streamscale.consumer.streams import connect
 
+from streamscale.core.streams import connect
 from tests.servers import PostgresServer, RedisServer, running_postgres, running_redis
 
 

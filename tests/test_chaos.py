@@ -372,7 +372,7 @@ def test_load_10_stream_consumers_x_100000(
 async def test_operator_lag_is_right_after_an_aof_rewrite_and_a_redis_restart(
     aof_redis: RedisServer, names: Callable[[str], str]
 ) -> None:
-    from streamscale.consumer.streams import connect  # noqa: PLC0415
+    from streamscale.core.streams import connect  # noqa: PLC0415
     from streamscale.operator.observing import observe  # noqa: PLC0415
 
     client = redis.Redis.from_url(aof_redis.url)

@@ -19,11 +19,11 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from streamscale.cli.main import cli
 from streamscale.operator import constants as operator_constants
 from streamscale.operator.settings import OperatorSettings
 from streamscale.operator.specs import build_deployment, parse
-
-from streamscale.cli import cli
 from tests.helm import CHART, REPO, helm, helm_binary, template, values_table
 
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))

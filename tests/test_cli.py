@@ -12,12 +12,12 @@ from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
-from streamscale.consumer import constants as c
-from streamscale.consumer.deadletter import DeadLetter, Scripts
-from streamscale.consumer.streams import as_str
 
-from streamscale import dlq as d
-from streamscale import status as st
+from streamscale.cli import replaying as d
+from streamscale.cli import snapshots as st
+from streamscale.core import constants as c
+from streamscale.core.deadletter import DeadLetter, Scripts
+from streamscale.core.streams import as_str
 from tests.servers import RedisServer, free_port
 
 STREAMSCALE = str(Path(sys.executable).parent / "streamscale")

@@ -17,11 +17,11 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from examples.models import Product
 from streamscale.consumer.messages import Message, decode, entry_size
 from streamscale.consumer.sinks.models import StreamEvent
 from streamscale.consumer.sinks.rows import RowBuilder
-
-from examples.models import Product
 from tests.chaos import dead_letters, group_state
 from tests.consumers import ConsumerProcess, product, wait_until
 from tests.servers import PostgresServer, RedisServer

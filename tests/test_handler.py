@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+
 from streamscale.consumer.messages import Message
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import TransientError

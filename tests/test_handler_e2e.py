@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import orjson
+
 from streamscale.consumer.messages import Message
 from streamscale.consumer.sinks.handler import Reject
 

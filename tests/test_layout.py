@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import streamscale.operator
-
 from tests.consumers import ROOT
 
 

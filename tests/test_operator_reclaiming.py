@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from streamscale.consumer.deadletter import DeadLetter, MoveResult, Scripts
-from streamscale.consumer.streams import consumer_infos
+
+from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
+from streamscale.core.streams import consumer_infos
 from streamscale.operator.reclaiming import Rules, move_stranded, reclaim
 from streamscale.operator.retention import safe_min_id, trim
 from streamscale.operator.specs import Retention

@@ -7,6 +7,7 @@ import copy
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from streamscale.operator.scaling import (
     Decision,
     Policy,

@@ -8,12 +8,12 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from streamscale.consumer.streams import PendingEntry
+
+from streamscale.core.streams import PendingEntry
 from streamscale.operator import constants as c
 from streamscale.operator.reclaiming import Rules, owner_pod, verdict
 from streamscale.operator.specs import SpecError, build_deployment, parse
 from streamscale.operator.status import Condition, merge_conditions
-
 from tests.operator import harness as h
 
 EXAMPLE = h.ROOT / "examples" / "streamconsumer.yaml"

@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-from streamscale.consumer.streams import as_str
 
+from streamscale.core.streams import as_str
 from tests.servers import free_port
 
 BIN = Path(sys.executable).parent

@@ -20,13 +20,13 @@ import kmock
 import pytest
 import redis
 from redis import exceptions as redis_errors
-from streamscale.consumer.deadletter import Scripts
-from streamscale.consumer.streams import connect
+
+from streamscale.core.deadletter import Scripts
+from streamscale.core.streams import connect
 from streamscale.operator.observing import observe
 from streamscale.operator.reclaiming import Rules, reclaim
 from streamscale.operator.retention import trim
 from streamscale.operator.specs import Retention
-
 from tests.chaos import dead_letters, drained, group_state
 from tests.consumers import ROOT, ConsumerProcess, produce, product, wait_until
 from tests.operator import harness as h

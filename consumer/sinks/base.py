@@ -6,7 +6,7 @@ import dataclasses
 from typing import Protocol
 
 from streamscale.consumer.messages import Message
-from streamscale.consumer.streams import StreamId
+from streamscale.core.streams import StreamId
 
 
 class TransientError(Exception):

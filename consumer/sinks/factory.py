@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import Sink
 from streamscale.consumer.sinks.models import ConfigError, load_model

@@ -56,12 +56,13 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from streamscale.consumer.constants import DATA_FIELD, REPLY_TO_FIELD
+
 from streamscale.consumer.messages import Message
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import SinkResult, TransientError
 from streamscale.consumer.sinks.models import ConfigError
-from streamscale.consumer.streams import StreamId
+from streamscale.core.constants import DATA_FIELD, REPLY_TO_FIELD
+from streamscale.core.streams import StreamId
 
 logger = logging.getLogger(__name__)
 

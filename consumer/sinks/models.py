@@ -9,7 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
-from streamscale.consumer.constants import EVENTS_TABLE, STREAM_ID_COLUMN
+
+from streamscale.consumer.constants import STREAM_ID_COLUMN
+from streamscale.core.constants import EVENTS_TABLE
 
 
 class ConfigError(Exception):

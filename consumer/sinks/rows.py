@@ -11,10 +11,11 @@ import orjson
 import pydantic
 import sqlalchemy as sa
 from sqlmodel import SQLModel
+
 from streamscale.consumer.constants import STREAM_ID_COLUMN
 from streamscale.consumer.messages import Message
 from streamscale.consumer.sinks.models import StreamEvent
-from streamscale.consumer.streams import StreamId
+from streamscale.core.streams import StreamId
 
 Row = tuple[Any, ...]
 Convert = Callable[[Any], Any]

@@ -23,11 +23,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlmodel import SQLModel
+
 from streamscale.consumer.messages import Message
 from streamscale.consumer.sinks.base import SinkResult, TransientError
 from streamscale.consumer.sinks.models import ConfigError, conflict_columns
 from streamscale.consumer.sinks.rows import Row, RowBuilder
-from streamscale.consumer.streams import StreamId
+from streamscale.core.streams import StreamId
 
 logger = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from typing import Any
 import kmock
 import kopf
 import yaml
+
 from streamscale.operator import constants as c
 from streamscale.operator.running import operate
 from streamscale.operator.settings import OperatorSettings

@@ -26,8 +26,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streamscale.consumer import constants as c
-from streamscale.consumer.streams import as_str, id_key
+from streamscale.core import constants as c
+from streamscale.core.streams import as_str, id_key
 
 REPLAYED_SUFFIX = ":replayed"
 """The hash of replayed dead-letter IDs (to their new IDs): `<dead-letter stream>:replayed`."""

@@ -28,8 +28,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from rich.table import Table
 
-from streamscale.consumer.constants import REASONS
-from streamscale.consumer.streams import connect
+from streamscale.core.constants import REASONS
+from streamscale.core.streams import connect
 
 T = TypeVar("T")
 
@@ -287,7 +287,7 @@ def produce(
         TimeRemainingColumn,
     )
 
-    from streamscale import producing  # noqa: PLC0415
+    from streamscale.cli import producing  # noqa: PLC0415
 
     try:
         if template is not None and template.startswith("@"):
@@ -366,7 +366,7 @@ def status(
     """Streams, groups, lag, pending, consumers and dead letters: a live table (Ctrl-C ends)."""
     from rich.live import Live  # noqa: PLC0415
 
-    from streamscale import status as st  # noqa: PLC0415
+    from streamscale.cli import snapshots as st  # noqa: PLC0415
 
     if as_json and not once:
         once = True
@@ -439,7 +439,7 @@ def reason_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _dlq_name(stream: str, dead_letter_stream: str | None) -> str:
-    from streamscale import dlq as d  # noqa: PLC0415
+    from streamscale.cli import replaying as d  # noqa: PLC0415
 
     return d.dead_letter_name(stream, dead_letter_stream)
 
@@ -463,7 +463,7 @@ def dlq_list(
     as_json: bool,
 ) -> None:
     """The oldest dead-letter entries: why, from where, and the start of their data."""
-    from streamscale import dlq as d  # noqa: PLC0415
+    from streamscale.cli import replaying as d  # noqa: PLC0415
 
     name = _dlq_name(stream, dead_letter_stream)
 
@@ -503,7 +503,7 @@ def dlq_show(
     redis_url: str, stream: str, dead_letter_stream: str | None, entry_id: str, as_json: bool
 ) -> None:
     """Every field of one dead-letter entry."""
-    from streamscale import dlq as d  # noqa: PLC0415
+    from streamscale.cli import replaying as d  # noqa: PLC0415
 
     name = _dlq_name(stream, dead_letter_stream)
     entry = run_async(redis_url, lambda redis: d.get(redis, name, entry_id))
@@ -544,7 +544,7 @@ def dlq_replay(
     `x-replayed-from` = the dead-letter entry ID; the dead-letter entry is removed in the same
     step. Exits 1 when a named entry could not be replayed (already replayed, not found).
     """
-    from streamscale import dlq as d  # noqa: PLC0415
+    from streamscale.cli import replaying as d  # noqa: PLC0415
 
     if bool(entry_ids) == replay_all:
         raise click.UsageError("name dead-letter entry IDs, or pass --all (not both)")
@@ -601,7 +601,7 @@ def dlq_purge(
     yes: bool,
 ) -> None:
     """Delete dead-letter entries for good (asks first unless --yes)."""
-    from streamscale import dlq as d  # noqa: PLC0415
+    from streamscale.cli import replaying as d  # noqa: PLC0415
 
     if bool(entry_ids) == purge_all:
         raise click.UsageError("name dead-letter entry IDs, or pass --all (not both)")
@@ -664,7 +664,7 @@ def demo(**options: Any) -> None:
     vanished (--chaos kills some) once live ones have claimed their entries, and dead-letters
     entries past max-deliveries. Ctrl-C stops everything and cleans up.
     """
-    from streamscale import demo as d  # noqa: PLC0415
+    from streamscale.cli import demo as d  # noqa: PLC0415
 
     if options["live"] is None:
         options["live"] = sys.stdout.isatty()

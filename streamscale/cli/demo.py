@@ -29,12 +29,12 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from streamscale import producing
-from streamscale import status as st
-from streamscale.consumer import streams as s
-from streamscale.consumer.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE, X_ORIGINAL_ID
-from streamscale.consumer.deadletter import Scripts
-from streamscale.local import LocalConsumers, LocalError, RedisProcess
+from streamscale.cli import producing
+from streamscale.cli import snapshots as st
+from streamscale.cli.local import LocalConsumers, LocalError, RedisProcess
+from streamscale.core import streams as s
+from streamscale.core.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE, X_ORIGINAL_ID
+from streamscale.core.deadletter import Scripts
 from streamscale.operator import scaling
 
 STREAM = "orders"

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from streamscale.consumer.constants import PATH_HEALTHZ, PATH_METRICS, PATH_READYZ
+
+from streamscale.core.constants import PATH_HEALTHZ, PATH_METRICS, PATH_READYZ
 
 logger = logging.getLogger(__name__)
 

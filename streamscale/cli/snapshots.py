@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from rich.table import Table
 from rich.text import Text
 
-from streamscale.consumer import streams as s
-from streamscale.consumer.constants import DEAD_LETTER_SUFFIX
+from streamscale.core import streams as s
+from streamscale.core.constants import DEAD_LETTER_SUFFIX
 
 ESTIMATE_LIMIT = 100_000
 """The XRANGE bound when lag has to be counted (NULL lag)."""

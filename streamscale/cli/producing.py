@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from streamscale.consumer.constants import DATA_FIELD
+from streamscale.core.constants import DATA_FIELD
 
 PLACEHOLDER = re.compile(r"\{(n|uuid|now|rand)\}")
 POISON_PREFIX = b"not json: "

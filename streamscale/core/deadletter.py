@@ -15,8 +15,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from streamscale.consumer import constants as c
-from streamscale.consumer.streams import Fields, StreamId
+
+from streamscale.core import constants as c
+from streamscale.core.streams import Fields, StreamId
 
 MOVE_SCRIPT = """
 -- KEYS: stream, dead-letter stream
