@@ -43,7 +43,7 @@ bench: install ## benchmarks, each printing a ratio against a baseline measured 
 	$(PY) bench/run.py
 
 chaos: install ## the full chaos soak (1,000,000 messages); the short version runs in `make test`
-	STREAMSCALE_CHAOS=full $(BIN)/pytest -m slow tests/test_chaos.py -s
+	STREAMSCALE_CHAOS=full $(BIN)/pytest -m slow tests/system/test_chaos.py -s
 
 demo: install ## the whole system on one machine, on embedded defaults
 	$(BIN)/streamscale demo

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 import redis  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from tests.servers import PostgresServer, free_port, http_get, wait_port  # noqa: E402
+from tests.support.servers import PostgresServer, free_port, http_get, wait_port  # noqa: E402
 
 LOGS = ROOT / ".build" / "bench-logs"
 

@@ -56,7 +56,7 @@ from common import (
     wait_for,
 )
 
-from tests.servers import PostgresServer, running_postgres, running_redis
+from tests.support.servers import PostgresServer, running_postgres, running_redis
 
 SOURCE = "bench:source"
 MODEL = "examples.models:Product"

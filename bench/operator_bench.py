@@ -49,8 +49,8 @@ from streamscale.operator.reclaiming import Rules, move_stranded
 from streamscale.operator.reconciling import Poller, Runtime
 from streamscale.operator.running import operate
 from streamscale.operator.specs import build_deployment, parse
-from tests.operator import harness as h
-from tests.servers import running_redis
+from tests.support import kube as h
+from tests.support.servers import running_redis
 
 DEFAULT_POLL = 5.0
 

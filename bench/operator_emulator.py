@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kmock
 from common import ROOT  # noqa: F401  (puts the repository root on sys.path)
 
-from tests.operator import harness as h
+from tests.support import kube as h
 
 
 async def serve(objects_path: str) -> None:

@@ -22,7 +22,7 @@ import asyncpg
 
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import running_postgres
+from tests.support.servers import running_postgres
 
 ROWS = 100_000
 BATCH = 500

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamscale.core.streams import connect
-from tests.servers import PostgresServer, RedisServer, running_postgres, running_redis
+from tests.support.servers import PostgresServer, RedisServer, running_postgres, running_redis
 
 
 def _set_loop(policy: asyncio.AbstractEventLoopPolicy) -> asyncio.AbstractEventLoop | None:

@@ -4,12 +4,15 @@ import subprocess
 import sys
 
 import streamscale.operator
-from tests.consumers import ROOT
+from tests.support.consumers import ROOT
 
 
 def test_import_operator_from_the_repository_root_is_the_standard_library() -> None:
     code = "import operator, sys; print(operator.__file__); print(operator.eq(1, 1))"
-    for argv in ([sys.executable, "-c", code], [sys.executable, "-m", "tests.layout_probe"]):
+    for argv in (
+        [sys.executable, "-c", code],
+        [sys.executable, "-m", "tests.support.layout_probe"],
+    ):
         out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         path, eq = out.split()
         assert "/work" not in path or "site-packages" in path or "/lib/python" in path

@@ -15,9 +15,9 @@ from typing import Any
 
 import redis
 
-from tests.servers import free_port, http_get
+from tests.support.servers import free_port, http_get
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1,
@@ -65,7 +65,7 @@ def produce(client: redis.Redis, stream: str, payloads: Iterable[dict[str, Any] 
 class ConsumerProcess:
     """`python -m streamscale.consumer` in a subprocess with STREAMSCALE_* settings.
 
-    It runs in the repository root, so `-m` puts the root on sys.path and `tests.models:...`
+    It runs in the repository root, so `-m` puts the root on sys.path and `tests.support.models:...`
     imports; PYTHONPATH must not point there (it would shadow the standard `operator`).
     """
 

@@ -24,7 +24,7 @@ from streamscale.cli.main import cli
 from streamscale.operator import constants as operator_constants
 from streamscale.operator.settings import OperatorSettings
 from streamscale.operator.specs import build_deployment, parse
-from tests.helm import CHART, REPO, helm, helm_binary, template, values_table
+from tests.support.helm import CHART, REPO, helm, helm_binary, template, values_table
 
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 KUBE_VERSIONS = ("1.29.0", "1.33.0", "1.37.0")
@@ -425,7 +425,7 @@ def test_values_yaml_documents_every_value() -> None:
 
 def test_readme_values_table_is_current() -> None:
     readme = (CHART / "README.md").read_text()
-    assert values_table() in readme, "regenerate it: .venv/bin/python -m tests.helm"
+    assert values_table() in readme, "regenerate it: .venv/bin/python -m tests.support.helm"
 
 
 def undocumented_keys(lines: list[str]) -> list[str]:

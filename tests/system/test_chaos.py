@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from tests.chaos import (
+from tests.support.chaos import (
     Fleet,
     MoverProcess,
     Producer,
@@ -47,11 +47,11 @@ from tests.chaos import (
     table_ids,
     write_report,
 )
-from tests.consumers import ConsumerProcess, produce, product, wait_until
-from tests.servers import PostgresServer, RedisServer, running_redis
+from tests.support.consumers import ConsumerProcess, produce, product, wait_until
+from tests.support.servers import PostgresServer, RedisServer, running_redis
 
 GROUP = "writers"
-MODEL = "tests.models:Product"
+MODEL = "tests.support.models:Product"
 
 
 @dataclasses.dataclass

@@ -18,10 +18,10 @@ from streamscale.cli import snapshots as st
 from streamscale.core import constants as c
 from streamscale.core.deadletter import DeadLetter, Scripts
 from streamscale.core.streams import as_str
-from tests.servers import RedisServer, free_port
+from tests.support.servers import RedisServer, free_port
 
 STREAMSCALE = str(Path(sys.executable).parent / "streamscale")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(

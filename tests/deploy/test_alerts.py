@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.prometheus import binary, design_metric_names, metric_names
+from tests.support.prometheus import binary, design_metric_names, metric_names
 
-ALERTS = Path(__file__).resolve().parent.parent / "charts" / "streamscale" / "alerts"
+ALERTS = Path(__file__).resolve().parents[2] / "charts" / "streamscale" / "alerts"
 RULES = ALERTS / "streamscale.rules.yaml"
 UNIT_TESTS = ALERTS / "streamscale.test.yaml"
 EXPECTED_ALERTS = {

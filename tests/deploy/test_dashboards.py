@@ -1,6 +1,6 @@
 """The Grafana dashboards: valid Grafana JSON, the issue's panels, only the contract's metrics.
 
-tests/test_dashboards_live.py checks that every panel shows data from real processes.
+tests/deploy/test_dashboards_live.py checks that every panel shows data from real processes.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.prometheus import design_metric_names, metric_names
+from tests.support.prometheus import design_metric_names, metric_names
 
-DASHBOARDS = Path(__file__).resolve().parent.parent / "charts" / "streamscale" / "dashboards"
+DASHBOARDS = Path(__file__).resolve().parents[2] / "charts" / "streamscale" / "dashboards"
 FILES = sorted(DASHBOARDS.glob("*.json"))
 
 

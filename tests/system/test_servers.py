@@ -2,7 +2,7 @@
 
 import redis
 
-from tests.servers import PostgresServer, RedisServer
+from tests.support.servers import PostgresServer, RedisServer
 
 
 async def test_redis_restart_empty_forgets_keys(fresh_redis: RedisServer) -> None:

@@ -1,4 +1,4 @@
-"""Sink models the tests use (imported by consumer subprocesses as `tests.models:...`)."""
+"""Sink models the tests use (imported by consumer subprocesses as `tests.support.models:...`)."""
 
 import datetime
 from decimal import Decimal

@@ -3,8 +3,8 @@
 The invariant is the one Jepsen's total-queue checker uses, adapted to a queue with a
 dead-letter side: every produced entry ID is in exactly one of {table, dead-letter stream}.
 
-Run as `python -m tests.chaos mover ...` this module is also the dead-letter mover process the
-chaos tests SIGKILL and restart: it loops over the operator's plain-function mover
+Run as `python -m tests.support.chaos mover ...` this module is also the dead-letter mover
+process the chaos tests SIGKILL and restart: it loops over the operator's plain-function mover
 (`streamscale.operator.reclaiming.reclaim`) when that module is installed, else over the
 consumer's atomic script (`Scripts.dead_letter`) that the mover itself calls.
 """
@@ -28,8 +28,8 @@ from typing import Any
 
 import redis
 
-from tests.consumers import ROOT, ConsumerProcess, product, wait_until
-from tests.servers import PostgresServer, RedisServer
+from tests.support.consumers import ROOT, ConsumerProcess, product, wait_until
+from tests.support.servers import PostgresServer, RedisServer
 
 POISON_KINDS = ("not-json", "wrong-type", "nul-byte")
 """Poison that fails in the decoder, in model validation, and only in PostgreSQL."""
@@ -205,10 +205,19 @@ class Fleet:
 
 
 class MoverProcess:
-    """`python -m tests.chaos mover ...`: the dead-letter mover as a killable process."""
+    """`python -m tests.support.chaos mover ...`: the dead-letter mover as a killable process."""
 
     def __init__(self, redis_url: str, stream: str, group: str, *args: str) -> None:
-        self.args = [sys.executable, "-m", "tests.chaos", "mover", redis_url, stream, group, *args]
+        self.args = [
+            sys.executable,
+            "-m",
+            "tests.support.chaos",
+            "mover",
+            redis_url,
+            stream,
+            group,
+            *args,
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = ROOT / ".build" / "test-logs" / f"mover-{os.getpid()}-{id(self)}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -509,7 +518,7 @@ async def _mover(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.chaos")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.chaos")
     sub = parser.add_subparsers(dest="command", required=True)
     mover = sub.add_parser("mover")
     mover.add_argument("redis_url")
@@ -552,7 +561,7 @@ def run_load(
     total = consumers * per_stream
     procs = [
         ConsumerProcess(redis_url=redis_server.url, database_url=pg.url(db), stream=s,
-                        group=LOAD_GROUP, model="tests.models:Product", consumer=f"pod-{i}")
+                        group=LOAD_GROUP, model="tests.support.models:Product", consumer=f"pod-{i}")
         for i, (s, db) in enumerate(zip(streams, databases, strict=True))
     ]  # fmt: skip
     started = time.monotonic()

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.consumers import ROOT
+from tests.support.consumers import ROOT
 
 
 @pytest.mark.timeout(90)

@@ -27,11 +27,11 @@ from streamscale.operator.observing import observe
 from streamscale.operator.reclaiming import Rules, reclaim
 from streamscale.operator.retention import trim
 from streamscale.operator.specs import Retention
-from tests.chaos import dead_letters, drained, group_state
-from tests.consumers import ROOT, ConsumerProcess, produce, product, wait_until
-from tests.operator import harness as h
-from tests.servers import PostgresServer, RedisServer, free_port, running_postgres
-from tests.tls import Authority, TlsPostgresServer, TlsRedisServer, authority
+from tests.support import kube as h
+from tests.support.chaos import dead_letters, drained, group_state
+from tests.support.consumers import ROOT, ConsumerProcess, produce, product, wait_until
+from tests.support.servers import PostgresServer, RedisServer, free_port, running_postgres
+from tests.support.tls import Authority, TlsPostgresServer, TlsRedisServer, authority
 
 DOC = ROOT / "docs" / "security.md"
 STREAM = "orders"
@@ -114,8 +114,8 @@ def test_consumer_acl_user_consumes_end_to_end_and_nothing_else(
     url = user_url(acl_redis, "streamscale-consumer", passwords["consumer"])
     consumer = ConsumerProcess(
         redis_url=url, database_url=database_url, stream=STREAM, group=GROUP,
-        model="tests.models:Product", consumer="pod-acl", claim_idle_ms=200, max_deliveries=3,
-        batch_size=50,
+        model="tests.support.models:Product", consumer="pod-acl", claim_idle_ms=200,
+        max_deliveries=3, batch_size=50,
     ).start()  # fmt: skip
     try:
         wait_until(lambda: group_state(admin, STREAM, GROUP).get("pending") == 0
@@ -244,7 +244,7 @@ def test_consumer_over_tls_to_redis_and_postgres_with_verify_full(
     tls_postgres.psql("CREATE DATABASE tls")
     consumer = ConsumerProcess(
         redis_url=tls_redis.url, database_url=tls_postgres.url("tls"), stream=stream,
-        group=GROUP, model="tests.models:Product",
+        group=GROUP, model="tests.support.models:Product",
     ).start()  # fmt: skip
     try:
         wait_until(lambda: drained(client, stream, GROUP, len(ids)), 30, 0.2, "drained")
@@ -332,7 +332,7 @@ def test_no_secret_in_logs_metrics_or_health_answers_up_down_or_refused(
     secret_dir.mkdir()
     (secret_dir / "streamscale_redis_url").write_text(good_redis + "\n")
     (secret_dir / "streamscale_database_url").write_text(good_pg + "\n")
-    base = {"stream": STREAM, "group": names("g"), "model": "tests.models:Product",
+    base = {"stream": STREAM, "group": names("g"), "model": "tests.support.models:Product",
             "log_level": "DEBUG"}  # fmt: skip
     wrong_pg = good_pg.replace(pg_password, "x" + pg_password[1:])
     # Base64 passwords contain '/': left unescaped in a URL it ends the host part, and the

@@ -13,8 +13,8 @@ import kmock
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from tests.operator import harness as h
-from tests.servers import RedisServer
+from tests.support import kube as h
+from tests.support.servers import RedisServer
 
 
 def spec(stream: str, group: str, url: str, **scaling: object) -> dict[str, object]:

@@ -1,6 +1,7 @@
 """Handler mode through the real consumer process: retries, max-deliveries, Reject, batches.
 
-The handlers live in this module; the consumer process imports them as `tests.test_handler_e2e:...`.
+The handlers live in this module; the consumer process imports them as
+`tests.consumer.test_handler_e2e:...`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from streamscale.consumer.messages import Message
 from streamscale.consumer.sinks.handler import Reject
 
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def picky(message: Message) -> dict[str, object] | None:
@@ -70,7 +71,7 @@ async def test_outcomes_through_the_consumer(redis_server, redis, names):
     stream, replies = names("jobs"), names("replies")
     for kind in ("ok", "bad", "flaky", "ok"):
         await redis.xadd(stream, {"data": orjson.dumps({"kind": kind}), "reply_to": replies})
-    proc = consume(redis_server.url, stream, "tests.test_handler_e2e:picky")
+    proc = consume(redis_server.url, stream, "tests.consumer.test_handler_e2e:picky")
     try:
 
         async def settled() -> bool:
@@ -94,7 +95,7 @@ async def test_batch_handler_through_the_consumer(redis_server, redis, names):
     stream, replies = names("numbers"), names("doubled")
     for n in range(50):
         await redis.xadd(stream, {"data": orjson.dumps({"n": n}), "reply_to": replies})
-    proc = consume(redis_server.url, stream, "tests.test_handler_e2e:doubler")
+    proc = consume(redis_server.url, stream, "tests.consumer.test_handler_e2e:doubler")
     try:
 
         async def all_replied() -> bool:

@@ -11,8 +11,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.consumers import ConsumerProcess, produce, product, wait_until
-from tests.servers import PostgresServer, RedisServer
+from tests.support.consumers import ConsumerProcess, produce, product, wait_until
+from tests.support.servers import PostgresServer, RedisServer
 
 
 def count_rows(pg: PostgresServer, url: str, table: str) -> int:
@@ -53,7 +53,7 @@ def settings(redis_url: str, database_url: str, stream: str, **extra: object) ->
         "database_url": database_url,
         "stream": stream,
         "group": "writers",
-        "model": "tests.models:Product",
+        "model": "tests.support.models:Product",
         **extra,
     }
 
@@ -142,8 +142,9 @@ def test_poison_messages_are_dead_lettered_with_reasons_and_the_rest_commits(
     ids = produce(client, stream, payloads)
     expected_errors = {ids[i]: cases[i % len(cases)][1] for i in range(len(ids))}
     consumer = ConsumerProcess(
-        **settings(redis_server.url, database_url, stream, model="tests.models:CheckedProduct",
-                   max_message_bytes=2048, batch_size=64)
+        **settings(redis_server.url, database_url, stream,
+                   model="tests.support.models:CheckedProduct", max_message_bytes=2048,
+                   batch_size=64)
     ).start()  # fmt: skip
     try:
         wait_until(
@@ -280,7 +281,9 @@ def test_model_without_stream_id_is_refused_with_the_line_to_add(
     redis_server: RedisServer, database_url: str, names: Callable[[str], str]
 ) -> None:
     consumer = ConsumerProcess(
-        **settings(redis_server.url, database_url, names("x"), model="tests.models:NoIdentity")
+        **settings(
+            redis_server.url, database_url, names("x"), model="tests.support.models:NoIdentity"
+        )
     ).start(wait_ready=False)
     assert consumer.wait(30) == 2
     assert "stream_id: str = Field(unique=True, index=True)" in consumer.output()
@@ -363,7 +366,7 @@ def test_a_value_too_long_for_its_column_is_dead_lettered_not_truncated(
     stream = names("codes")
     ids = produce(client, stream, [{"code": "ok"}, {"code": "far-too-long"}, {"code": "12345678"}])
     consumer = ConsumerProcess(
-        **settings(redis_server.url, database_url, stream, model="tests.models:ShortCode")
+        **settings(redis_server.url, database_url, stream, model="tests.support.models:ShortCode")
     ).start()
     try:
         wait_until(lambda: client.xinfo_groups(stream)[0]["pending"] == 0

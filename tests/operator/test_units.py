@@ -14,7 +14,7 @@ from streamscale.operator import constants as c
 from streamscale.operator.reclaiming import Rules, owner_pod, verdict
 from streamscale.operator.specs import SpecError, build_deployment, parse
 from streamscale.operator.status import Condition, merge_conditions
-from tests.operator import harness as h
+from tests.support import kube as h
 
 EXAMPLE = h.ROOT / "examples" / "streamconsumer.yaml"
 

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "streamscale"
 CACHE = REPO / ".cache"
 WHEELS = CACHE / "wheels"
@@ -182,7 +182,7 @@ def _layer_zip(tgz: IO[bytes]) -> io.BytesIO:
 def values_table() -> str:
     """The chart README's values table (helm-docs style) from values.yaml's `# --` comments.
 
-    Regenerate the README's table with `.venv/bin/python -m tests.helm`.
+    Regenerate the README's table with `.venv/bin/python -m tests.support.helm`.
     """
     lines = (CHART / "values.yaml").read_text().splitlines()
     values = yaml.safe_load("\n".join(lines))

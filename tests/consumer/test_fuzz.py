@@ -22,9 +22,9 @@ from examples.models import Product
 from streamscale.consumer.messages import Message, decode, entry_size
 from streamscale.consumer.sinks.models import StreamEvent
 from streamscale.consumer.sinks.rows import RowBuilder
-from tests.chaos import dead_letters, group_state
-from tests.consumers import ConsumerProcess, product, wait_until
-from tests.servers import PostgresServer, RedisServer
+from tests.support.chaos import dead_letters, group_state
+from tests.support.consumers import ConsumerProcess, product, wait_until
+from tests.support.servers import PostgresServer, RedisServer
 
 FUZZ = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.servers import PostgresServer, RedisServer, wait_port
+from tests.support.servers import PostgresServer, RedisServer, wait_port
 
 
 class Authority:

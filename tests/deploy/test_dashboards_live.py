@@ -24,18 +24,18 @@ import pytest
 import redis.asyncio as aioredis
 import yaml
 
-from tests.consumers import ConsumerProcess, product
-from tests.operator import harness as h
-from tests.prometheus import PrometheusServer, free_port, metric_names, running_prometheus
-from tests.servers import RedisServer
-from tests.test_dashboards import queries
+from tests.deploy.test_dashboards import queries
+from tests.support import kube as h
+from tests.support.consumers import ConsumerProcess, product
+from tests.support.prometheus import PrometheusServer, free_port, metric_names, running_prometheus
+from tests.support.servers import RedisServer
 
 OPERATOR_JOB = "streamscale-operator"
 CONSUMER_JOB = "streamscale-consumer"
 RATE_INTERVAL = "20s"
 """What `$__rate_interval` stands for here: many 1 s scrapes, so every rate() has samples."""
 CONSUMER_POD = "dash-consumer"
-RULES = Path(__file__).resolve().parent.parent / "charts/streamscale/alerts/streamscale.rules.yaml"
+RULES = Path(__file__).resolve().parents[2] / "charts/streamscale/alerts/streamscale.rules.yaml"
 
 
 def substitute(expr: str, namespace: str, name: str) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DESIGN = REPO.parent / "shared" / "design.md"
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")

@@ -19,10 +19,10 @@ from pathlib import Path
 import orjson
 
 from streamscale.core.streams import as_str
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_ready(port: int, timeout: float = 30) -> None:
