@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streamscale.core.backoff import Backoff
-from streamscale.core.deadletter import Scripts
+from streamscale.core.deadletter import Scripts, counter_key, read_counts
 from streamscale.core.streams import connect
 from streamscale.operator import constants as c
 from streamscale.operator import kube as k
@@ -215,6 +215,7 @@ class Poller:
         self.state = ScalingState()
         status = status or {}
         self.dead_lettered = int(status.get("deadLettered") or 0)
+        """The count last reported (status and Events); Redis' counter hash is the truth."""
         self.last_scale_time: str | None = status.get("lastScaleTime")
         self.conditions: list[dict[str, Any]] = list(status.get("conditions") or ())
         self.written: dict[str, Any] = {}
@@ -309,6 +310,7 @@ class Poller:
             current = replicas_of(actuator.body or {})
         just_read = actuator.fetched_at != read_at
 
+        counter = counter_key(spec.dead_letter_stream, spec.stream, spec.group)
         gone_idle = settings.gone_idle_seconds
         rules = Rules(
             max_deliveries=spec.max_deliveries,
@@ -331,18 +333,16 @@ class Poller:
             pods=pods,
             rules=rules,
             max_pages=settings.max_move_pages,
+            counter=counter,
         )
         result.reclaimed = reclaimed
-        if reclaimed.total:
-            self.dead_lettered += reclaimed.total
-            for reason, count in reclaimed.dead_lettered.items():
-                m.DEAD_LETTERED.labels(*self.labels, reason).inc(count)
-            counts = ", ".join(f"{n} {r}" for r, n in sorted(reclaimed.dead_lettered.items()))
-            kopf.warn(
-                body,
-                reason="DeadLettered",
-                message=f"moved {reclaimed.total} entries to {spec.dead_letter_stream} ({counts})",
-            )
+        # The count comes from the hash the move script increments with each move, never from
+        # this process' memory: an operator killed between a move and its status write loses
+        # nothing, its successor reports those moves here.
+        moved = await read_counts(client, counter)
+        m.DEAD_LETTERED.set(*self.labels, moved)
+        dead_lettered = sum(moved.values())
+        self._report_moves(body, spec, reclaimed, dead_lettered)
         if reclaimed.removed:
             logger.info("%s/%s: removed gone consumers %s", *self.labels, reclaimed.removed)
         # The mover acked what it moved: the backlog the policy sees must not count it.
@@ -401,13 +401,32 @@ class Poller:
                 "lagEstimated": obs.lag_estimated,
                 "pending": pending,
                 "consumers": len(obs.consumers) - len(reclaimed.removed),
-                "deadLettered": self.dead_lettered,
+                "deadLettered": dead_lettered,
                 "lastScaleTime": self.last_scale_time,
                 "observedGeneration": (body.get("metadata") or {}).get("generation"),
             },
             st.healthy(replicas=replicas, backlog=backlog, lag_estimated=obs.lag_estimated),
         )
         return replicas
+
+    def _report_moves(
+        self, body: kopf.Body, spec: ConsumerSpec, reclaimed: Reclaimed, total: int
+    ) -> None:
+        """One Event for the moves not yet reported, so the Events add up to the status."""
+        unreported = total - self.dead_lettered
+        if unreported <= 0:
+            return
+        counts = ", ".join(f"{n} {r}" for r, n in sorted(reclaimed.dead_lettered.items()))
+        message = f"moved {unreported} entries to {spec.dead_letter_stream}"
+        earlier = unreported - reclaimed.total
+        if reclaimed.total and earlier > 0:
+            message += f" ({counts} now; {earlier} by an earlier run that stopped before reporting)"
+        elif reclaimed.total:
+            message += f" ({counts})"
+        else:
+            message += " (by an earlier run that stopped before reporting them)"
+        kopf.warn(body, reason="DeadLettered", message=message)
+        self.dead_lettered = total
 
     async def _fail(
         self, body: kopf.Body, reason: str, message: str, *, replicas: int | None

@@ -118,6 +118,10 @@ async def test_entries_of_a_gone_consumer_are_dead_lettered_and_the_consumer_rem
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 6)
         await h.eventually(lambda: h.events(kmock, "DeadLettered"))
+        labels = {"namespace": h.NAMESPACE, "name": "orders"}
+        metric = "streamscale_dead_lettered_total"
+        assert REGISTRY.get_sample_value(metric, {**labels, "reason": "idle"}) == 5
+        assert REGISTRY.get_sample_value(metric, {**labels, "reason": "max-deliveries"}) == 1
     dead = await redis.xrange(dlq)
     by_id = {fields[b"x-original-id"].decode(): fields for _, fields in dead}
     assert sorted(by_id) == sorted(i.decode() for i in [*ids[:5], ids[8]])
