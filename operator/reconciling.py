@@ -312,6 +312,17 @@ class Poller:
 
         counter = counter_key(spec.dead_letter_stream, spec.stream, spec.group)
         gone_idle = settings.gone_idle_seconds
+        # Nothing moves before the operator's floor, whatever the spec asks: say so in the status
+        # rather than let idleSeconds below it look like a broken mover.
+        idle_seconds = max(spec.idle_seconds, settings.move_min_idle_seconds)
+        notes = []
+        if spec.idle_seconds < settings.move_min_idle_seconds:
+            notes.append(
+                f"spec.deadLetter.idleSeconds {spec.idle_seconds:g} is below the operator's floor"
+                f" (STREAMSCALE_MOVE_MIN_IDLE_SECONDS={settings.move_min_idle_seconds:g}), which"
+                " protects entries a live consumer has just taken: entries move after"
+                f" {idle_seconds:g}s"
+            )
         rules = Rules(
             max_deliveries=spec.max_deliveries,
             idle_ms=int(spec.idle_seconds * 1000),
@@ -402,10 +413,13 @@ class Poller:
                 "pending": pending,
                 "consumers": len(obs.consumers) - len(reclaimed.removed),
                 "deadLettered": dead_lettered,
+                "deadLetterIdleSeconds": idle_seconds,
                 "lastScaleTime": self.last_scale_time,
                 "observedGeneration": (body.get("metadata") or {}).get("generation"),
             },
-            st.healthy(replicas=replicas, backlog=backlog, lag_estimated=obs.lag_estimated),
+            st.healthy(
+                replicas=replicas, backlog=backlog, lag_estimated=obs.lag_estimated, notes=notes
+            ),
         )
         return replicas
 

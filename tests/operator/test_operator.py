@@ -369,3 +369,27 @@ async def test_a_pod_that_goes_away_later_is_noticed_within_the_cache_age(
         await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 4)
         await h.eventually(lambda: h.status(kmock, "orders").get("consumers") == 0)
     assert await redis.xlen(stream + ":dlq") == 4
+
+
+async def test_idle_seconds_below_the_operators_floor_is_reported_and_the_floor_holds(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    await redis.xadd(stream, {"n": "0"})
+    await redis.xreadgroup(group, "orders-live", {stream: ">"}, count=1)
+    h.declare_resources(kmock)
+    kmock.objects[h.PODS, h.NAMESPACE, "orders-live"] = h.pod("orders-live", "orders")
+    body = spec(stream, group, redis_server.url)
+    body["deadLetter"] = {"maxDeliveries": 3, "idleSeconds": 1}
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    async with h.running_operator(kmock, h.settings(redis_server.url, move_min_idle_seconds=2)):
+        await h.eventually(lambda: h.status(kmock, "orders").get("deadLetterIdleSeconds") == 2)
+        ready = next(c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Ready")
+        assert "STREAMSCALE_MOVE_MIN_IDLE_SECONDS=2" in ready["message"]
+        await asyncio.sleep(1.2)  # past idleSeconds, within the floor: nothing moves yet
+        assert await redis.xlen(stream + ":dlq") == 0
+        await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 1, 5)
