@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -40,16 +40,35 @@ SECRET_TTL = 60.0
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
+class PeeringMissing(Exception):
+    """kopf's peering resource is not installed, so kopf would pause every watch for good."""
+
+
+PEERING_API = "/apis/kopf.dev/v1"
+
+
 class Runtime:
     """What the operator's handlers share: settings, the API client, Redis clients."""
 
-    def __init__(self, settings: OperatorSettings) -> None:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        *,
+        clusterwide: bool = False,
+        stop: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.clusterwide = clusterwide
+        self._stop = stop
+        self.fatal: Exception | None = None
+        """Why the operator stopped itself (raised by `running.operate` once kopf has stopped)."""
         self._kube: k.Kube | None = None
         self._redis: dict[str, tuple[aioredis.Redis, Scripts]] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}
         self.closed = False
         """Set at the operator's cleanup: late handler calls during shutdown then do nothing."""
+        self.exiting = False
+        """Set when kopf stops the daemons because the operator exits (not a deleted resource)."""
 
     @property
     def kube(self) -> k.Kube:
@@ -62,6 +81,36 @@ class Runtime:
         old, self._kube = self._kube, k.Kube(info)
         if old is not None:
             await old.close()
+
+    async def check_peering(self) -> None:
+        """Stop the operator, saying what to do, when kopf's peering resource is missing.
+
+        With peering on (the default), kopf pauses every watch while its peering resource is
+        absent: nothing would happen, and the log would end at "Initial authentication has
+        finished.". Only a definite "not served" stops the operator; a failed discovery call
+        (RBAC, a flaky API server) leaves the decision to kopf.
+        """
+        if self.settings.standalone:
+            return
+        plural = "clusterkopfpeerings" if self.clusterwide else "kopfpeerings"
+        try:
+            found = await self.kube.get_or_none(PEERING_API)
+        except (k.KubeError, OSError) as exc:
+            logger.warning("cannot check for kopf's peering resource %s.kopf.dev: %s", plural, exc)
+            return
+        served = {item.get("name") for item in (found or {}).get("resources") or ()}
+        if plural in served:
+            return
+        self.fatal = PeeringMissing(
+            f"kopf's peering resource {plural}.kopf.dev is not installed in this cluster, so kopf"
+            " would pause every watch: no StreamConsumer would get a Deployment or a status."
+            " Install the peering CRDs the chart ships (kubectl apply -f"
+            " charts/streamscale/crds/kopfpeerings.yaml), or, when exactly one operator runs,"
+            " set STREAMSCALE_STANDALONE=true."
+        )
+        logger.error("%s", self.fatal)
+        if self._stop is not None:
+            self._stop()
 
     async def close(self) -> None:
         self.closed = True

@@ -4,53 +4,20 @@ SIGKILL at random points during moves lose no count (issue 14.1)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import pathlib
 import random
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 
 import kmock
 import redis.asyncio as aioredis
-import yaml
 
 from tests.support import kube as h
 from tests.support.servers import RedisServer
 
 TOTAL = 40_000
 KILLS = 5
-
-
-def write_kubeconfig(path: pathlib.Path, server: str) -> pathlib.Path:
-    """A kubeconfig without credentials for the emulator (kopf's kubeconfig login reads it)."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
-        "users": [{"name": "nobody", "user": {}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "nobody"}}],
-        "current-context": "emulator",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def start_operator(
-    env: dict[str, str], cwd: pathlib.Path, log: pathlib.Path
-) -> subprocess.Popen[bytes]:
-    """`streamscale operate --namespace ns1`, the console script as users run it.
-
-    The console script, not `python -m`, and run outside the repository root: the root on
-    sys.path would shadow the standard `operator` module.
-    """
-    script = pathlib.Path(sys.executable).parent / "streamscale"
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [str(script), "operate", "--namespace", h.NAMESPACE],
-            env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
 
 
 async def test_dead_lettered_equals_the_dead_letter_stream_across_kill_9(
@@ -80,19 +47,15 @@ async def test_dead_lettered_equals_the_dead_letter_stream_across_kill_9(
             "deadLetter": {"maxDeliveries": 3, "idleSeconds": 1},
         },
     )
-    env = {key: value for key, value in os.environ.items() if not key.startswith("STREAMSCALE_")}
-    env.update(
-        KUBECONFIG=str(write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))),
-        STREAMSCALE_REDIS_URL=redis_server.url,
-        STREAMSCALE_STANDALONE="true",
-        STREAMSCALE_SCANNING="false",  # kmock 0.8 cannot list namespaces
-        STREAMSCALE_HTTP_PORT="0",
-        STREAMSCALE_HTTP_HOST="127.0.0.1",
-        STREAMSCALE_MOVE_MIN_IDLE_SECONDS="0.2",
-        STREAMSCALE_GONE_IDLE_SECONDS="0.2",
+    env = h.operator_env(
+        kmock,
+        redis_server.url,
+        tmp_path,
+        move_min_idle_seconds="0.2",
+        gone_idle_seconds="0.2",
         # Five pages of 1000 per poll: several polls, so the kills land both inside a pass and
         # between a pass and its status write.
-        STREAMSCALE_MAX_MOVE_PAGES="5",
+        max_move_pages="5",
     )
     log = tmp_path / "operator.log"
     rng = random.Random(14)
@@ -101,7 +64,7 @@ async def test_dead_lettered_equals_the_dead_letter_stream_across_kill_9(
         before = await redis.xlen(dlq)
         if before == TOTAL:
             break
-        proc = start_operator(env, tmp_path, log)
+        proc = h.start_operator(env, tmp_path, log)
         try:
             await h.eventually(
                 lambda before=before, proc=proc: _grew(redis, dlq, before, proc),
@@ -115,7 +78,7 @@ async def test_dead_lettered_equals_the_dead_letter_stream_across_kill_9(
         kills.append(await redis.xlen(dlq))
     assert kills and kills[0] > 0, log.read_text(errors="replace")[-3000:]
 
-    proc = start_operator(env, tmp_path, log)
+    proc = h.start_operator(env, tmp_path, log)
     try:
         await h.eventually(lambda: _moved_all(redis, stream, group, dlq), timeout=60)
         # Polls go on every 0.2 s: the status catches up at once, or never does.
