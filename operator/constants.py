@@ -40,7 +40,7 @@ DEFAULT_ACTIVATION_BACKLOG: Final = 0
 DEFAULT_POLL_SECONDS: Final = 5.0
 DEFAULT_STABILIZATION_SECONDS: Final = 60.0
 DEFAULT_SCALE_DOWN_FRACTION: Final = 0.5
-"""One scale-down step removes at most this share of the replicas (at least one)."""
+"""One scale-down step removes at most this share of the replicas, rounded down (at least one)."""
 DEFAULT_MAX_DELIVERIES: Final = 5
 DEFAULT_IDLE_SECONDS: Final = 300
 DIRECTION_UP: Final = "up"
