@@ -98,6 +98,13 @@ def parse(namespace: str, name: str, spec: Mapping[str, Any]) -> ConsumerSpec:
     retention_raw = spec.get("retention")
     if spec.get("model") and spec.get("handler"):
         raise SpecError("set spec.model or spec.handler, not both")
+    if not spec.get("handler") and not database.get("urlSecretRef"):
+        raise SpecError(
+            "spec.database.urlSecretRef is not set: the consumers would store rows in SQLite"
+            " inside their pods' emptyDir, acked and then lost at the next scale-in. Point"
+            " spec.database.urlSecretRef at a Secret key holding a PostgreSQL URL (or set"
+            " spec.handler for handler mode)."
+        )
     try:
         policy = Policy(
             min_replicas=int(_number(scaling, "minReplicas", c.DEFAULT_MIN_REPLICAS)),

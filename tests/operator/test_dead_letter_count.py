@@ -42,6 +42,7 @@ async def test_dead_lettered_equals_the_dead_letter_stream_across_kill_9(
             "stream": stream,
             "group": group,
             "redis": {"url": redis_server.url},
+            "database": h.DATABASE,
             "consumer": {"image": "streamscale:test"},
             "scaling": {"maxReplicas": 1, "pollSeconds": 0.2},
             "deadLetter": {"maxDeliveries": 3, "idleSeconds": 1},

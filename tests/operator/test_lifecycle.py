@@ -23,6 +23,7 @@ def consumer_spec(stream: str, url: str) -> dict[str, Any]:
         "stream": stream,
         "group": "writers",
         "redis": {"url": url},
+        "database": h.DATABASE,
         "consumer": {"image": "streamscale:test"},
         "scaling": {"pollSeconds": 0.2},
     }

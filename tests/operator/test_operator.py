@@ -22,6 +22,7 @@ def spec(stream: str, group: str, url: str, **scaling: object) -> dict[str, obje
         "stream": stream,
         "group": group,
         "redis": {"url": url},
+        "database": h.DATABASE,
         "consumer": {"image": "streamscale:test"},
         "scaling": {
             "minReplicas": 0,
@@ -393,3 +394,21 @@ async def test_idle_seconds_below_the_operators_floor_is_reported_and_the_floor_
         await asyncio.sleep(1.2)  # past idleSeconds, within the floor: nothing moves yet
         assert await redis.xlen(stream + ":dlq") == 0
         await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 1, 5)
+
+
+async def test_a_table_mode_stream_consumer_without_a_database_is_refused(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    h.declare_resources(kmock)
+    body = spec(names("orders"), "writers", redis_server.url)
+    del body["database"]
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
+        degraded = next(
+            c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Degraded"
+        )
+        assert degraded["reason"] == "InvalidSpec"
+        assert "spec.database.urlSecretRef" in degraded["message"]
+        await h.eventually(lambda: h.events(kmock, "InvalidSpec"))
+        assert h.obj(kmock, h.DEPLOYMENTS, "orders") is None

@@ -82,7 +82,7 @@ def test_the_schema_rejects_bad_values(path: tuple[str, ...], value: object) -> 
 
 
 def test_parse_fills_the_defaults_and_refuses_contradictions() -> None:
-    parsed = parse("ns", "x", {"stream": "s", "group": "g"})
+    parsed = parse("ns", "x", {"stream": "s", "group": "g", "database": h.DATABASE})
     assert parsed.policy.max_replicas == 10 and parsed.poll_seconds == 5
     assert parsed.dead_letter_stream == "s:dlq" and parsed.max_deliveries == 5
     assert parsed.deployment_name == "x"
@@ -90,11 +90,24 @@ def test_parse_fills_the_defaults_and_refuses_contradictions() -> None:
         parse(
             "ns",
             "x",
-            {"stream": "s", "group": "g", "scaling": {"minReplicas": 3, "maxReplicas": 2}},
+            {
+                "stream": "s",
+                "group": "g",
+                "database": h.DATABASE,
+                "scaling": {"minReplicas": 3, "maxReplicas": 2},
+            },
         )
     with pytest.raises(SpecError, match="not both"):
-        parse("ns", "x", {"stream": "s", "group": "g", "model": "a:B", "handler": "a:f"})
-    target = parse("ns", "x", {"stream": "s", "group": "g", "scaleTargetRef": {"name": "mine"}})
+        parse(
+            "ns",
+            "x",
+            {"stream": "s", "group": "g", "database": h.DATABASE, "model": "a:B", "handler": "a:f"},
+        )
+    target = parse(
+        "ns",
+        "x",
+        {"stream": "s", "group": "g", "database": h.DATABASE, "scaleTargetRef": {"name": "mine"}},
+    )
     assert target.deployment_name == "mine"
 
 
@@ -167,10 +180,20 @@ def test_the_deployment_is_owned_labelled_probed_and_restricted() -> None:
 
 def test_secrets_never_go_into_the_deployment_as_values() -> None:
     with pytest.raises(SpecError, match="urlSecretRef"):
-        deployment({"stream": "s", "group": "g", "redis": {"url": "redis://:secret@r:6379/0"}})
+        deployment(
+            {
+                "stream": "s",
+                "group": "g",
+                "database": h.DATABASE,
+                "redis": {"url": "redis://:secret@r:6379/0"},
+            }
+        )
     with pytest.raises(SpecError, match="urlSecretRef"):
-        deployment({"stream": "s", "group": "g"}, redis_url="redis://user:pw@r:6379/0")
-    plain = env_of(deployment({"stream": "s", "group": "g"}))
+        deployment(
+            {"stream": "s", "group": "g", "database": h.DATABASE},
+            redis_url="redis://user:pw@r:6379/0",
+        )
+    plain = env_of(deployment({"stream": "s", "group": "g", "database": h.DATABASE}))
     assert plain["STREAMSCALE_REDIS_URL"]["value"] == "redis://redis:6379/0"
 
 
@@ -213,3 +236,12 @@ def test_the_verdict_never_takes_a_fresh_entry() -> None:
     assert verdict(entry("c", 60_000), gone=False, rules=sooner) is None
     assert verdict(entry("c", 6_000, deliveries=5), gone=False, rules=rules) == "max-deliveries"
     assert verdict(entry("c", 300_000), gone=False, rules=rules) == "idle"
+
+
+def test_table_mode_without_a_database_is_refused_with_what_to_do() -> None:
+    with pytest.raises(SpecError, match=r"spec\.database\.urlSecretRef.*lost at the next scale-in"):
+        parse("ns", "x", {"stream": "s", "group": "g", "model": "a:B"})
+    with pytest.raises(SpecError, match=r"spec\.database"):
+        parse("ns", "x", {"stream": "s", "group": "g"})
+    handler = parse("ns", "x", {"stream": "s", "group": "g", "handler": "a:f"})
+    assert handler.database_secret is None

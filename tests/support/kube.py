@@ -35,6 +35,8 @@ DEPLOYMENTS = "apps/v1/deployments"
 PODS = "v1/pods"
 SECRETS = "v1/secrets"
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+DATABASE = {"urlSecretRef": {"name": "pg", "key": "url"}}
+"""`spec.database` for table-mode StreamConsumers (the operator refuses them without one)."""
 
 
 def load_crd() -> dict[str, Any]:
