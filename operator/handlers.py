@@ -88,11 +88,13 @@ def register(
         """Create the consumer Deployment, or propagate spec changes to it."""
         if runtime.closed:  # a late event while the operator shuts down: the next run handles it
             return
+        created = str(body.get("metadata", {}).get("creationTimestamp") or "")
         try:
-            parsed = parse(namespace or "", name, spec)
+            parsed = parse(namespace or "", name, spec, creation_timestamp=created)
+            await runtime.check_model(parsed, fresh=True)
             deployment = await runtime.ensure_deployment(parsed, body)
         except SpecError as exc:
-            kopf.warn(body, reason="InvalidSpec", message=str(exc))
+            kopf.warn(body, reason=exc.reason, message=str(exc))
             raise kopf.PermanentError(str(exc)) from exc
         if deployment is not None and reason == "update":
             kopf.info(body, reason="Updated", message=f"Deployment {name} follows the new spec")

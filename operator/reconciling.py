@@ -31,7 +31,13 @@ from streamscale.operator.reclaiming import Reclaimed, Rules, owner_pod, reclaim
 from streamscale.operator.retention import trim
 from streamscale.operator.scaling import Decision, ScalingState, decide
 from streamscale.operator.settings import OperatorSettings
-from streamscale.operator.specs import ConsumerSpec, SpecError, build_deployment, parse
+from streamscale.operator.specs import (
+    ConsumerSpec,
+    SpecError,
+    build_deployment,
+    model_conflict,
+    parse,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +71,7 @@ class Runtime:
         self._kube: k.Kube | None = None
         self._redis: dict[str, tuple[aioredis.Redis, Scripts]] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._consumers: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self.closed = False
         """Set at the operator's cleanup: late handler calls during shutdown then do nothing."""
         self.exiting = False
@@ -134,6 +141,24 @@ class Runtime:
         value = base64.b64decode(data[key]).decode().strip()
         self._secrets[cache_key] = (time.monotonic(), value)
         return value
+
+    async def check_model(self, spec: ConsumerSpec, *, fresh: bool = False) -> None:
+        """Raise `ModelConflict` when an older StreamConsumer feeds the same model table.
+
+        The namespace's StreamConsumers are listed at most every `api_cache_seconds` for the
+        polls; `fresh` (a create or an update) lists them now.
+        """
+        if not spec.model or spec.database_secret is None:
+            return
+        cached = self._consumers.get(spec.namespace)
+        max_age = self.settings.api_cache_seconds
+        if fresh or cached is None or time.monotonic() - cached[0] > max_age:
+            listing = await self.kube.get(k.custom_list_path(spec.namespace))
+            cached = (time.monotonic(), list(listing.get("items") or ()))
+            self._consumers[spec.namespace] = cached
+        conflict = model_conflict(spec, cached[1])
+        if conflict is not None:
+            raise conflict
 
     async def redis_url(self, spec: ConsumerSpec) -> str:
         """spec.redis.url, else spec.redis.urlSecretRef, else the operator's own URL."""
@@ -283,10 +308,13 @@ class Poller:
         started = time.perf_counter()
         result = PollResult()
         replicas: int | None = None
+        created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
         try:
-            spec = parse(self.namespace, self.name, body.get("spec") or {})
+            spec = parse(
+                self.namespace, self.name, body.get("spec") or {}, creation_timestamp=created
+            )
         except SpecError as exc:
-            await self._fail(body, "InvalidSpec", str(exc), replicas=None)
+            await self._fail(body, exc.reason, str(exc), replicas=None)
             result.error = str(exc)
             return result
         result.delay = spec.poll_seconds
@@ -306,7 +334,7 @@ class Poller:
             result.error = message
             result.delay = min(self.backoff.next_delay() + spec.poll_seconds, self._cap(spec))
         except SpecError as exc:
-            await self._fail(body, "InvalidSpec", str(exc), replicas=replicas)
+            await self._fail(body, exc.reason, str(exc), replicas=replicas)
             result.error = str(exc)
         return result
 
@@ -330,6 +358,7 @@ class Poller:
 
     async def _poll(self, spec: ConsumerSpec, body: kopf.Body, result: PollResult) -> int | None:
         runtime = self.runtime
+        await runtime.check_model(spec)
         client, scripts = runtime.redis(await runtime.redis_url(spec))
         policy = spec.policy
         limit = min(

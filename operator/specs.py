@@ -8,7 +8,7 @@ build specs by hand.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +19,15 @@ from streamscale.operator.scaling import Policy
 
 class SpecError(ValueError):
     """The spec cannot be acted on; the message says which field and why."""
+
+    reason = "InvalidSpec"
+    """The condition and Event reason."""
+
+
+class ModelConflict(SpecError):
+    """Another StreamConsumer's stream already feeds this one's model table."""
+
+    reason = "ModelConflict"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +71,8 @@ class ConsumerSpec:
     max_deliveries: int
     idle_seconds: float
     retention: Retention | None
+    creation_timestamp: str = ""
+    """`metadata.creationTimestamp`: the older of two conflicting StreamConsumers wins."""
 
     @property
     def deployment_name(self) -> str:
@@ -84,7 +95,9 @@ def _number(raw: Mapping[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
-def parse(namespace: str, name: str, spec: Mapping[str, Any]) -> ConsumerSpec:
+def parse(
+    namespace: str, name: str, spec: Mapping[str, Any], *, creation_timestamp: str = ""
+) -> ConsumerSpec:
     """Validate `spec` and fill in the defaults (the same defaults as the CRD's)."""
     stream, group = spec.get("stream"), spec.get("group")
     if not stream or not group:
@@ -151,6 +164,7 @@ def parse(namespace: str, name: str, spec: Mapping[str, Any]) -> ConsumerSpec:
         max_deliveries=int(dead_letter.get("maxDeliveries", c.DEFAULT_MAX_DELIVERIES)),
         idle_seconds=float(dead_letter.get("idleSeconds", c.DEFAULT_IDLE_SECONDS)),
         retention=retention,
+        creation_timestamp=creation_timestamp,
     )
 
 
@@ -308,3 +322,43 @@ def build_deployment(
             },
         },
     }
+
+
+def model_conflict(spec: ConsumerSpec, others: Iterable[Mapping[str, Any]]) -> ModelConflict | None:
+    """Refuse `spec` when an older StreamConsumer feeds the same model table from another stream.
+
+    The table is keyed on the entry ID alone (`stream_id`), so two streams in one table collide
+    and silently lose rows. The oldest StreamConsumer (by creation time, then name) keeps the
+    table (with its stream; other groups of that stream may share it); `others` are the
+    StreamConsumer bodies of the same namespace.
+    """
+    if not spec.model or spec.database_secret is None:
+        return None
+    owner: tuple[str, str, str] = (spec.creation_timestamp, spec.name, spec.stream)
+    for other in others:
+        meta = other.get("metadata") or {}
+        raw = other.get("spec") or {}
+        ref = ((raw.get("database") or {}).get("urlSecretRef")) or {}
+        same_table = (
+            raw.get("model") == spec.model
+            and ref.get("name") == spec.database_secret.name
+            and ref.get("key") == spec.database_secret.key
+        )
+        candidate = (
+            str(meta.get("creationTimestamp") or ""),
+            str(meta.get("name") or ""),
+            str(raw.get("stream") or ""),
+        )
+        leaving = bool(meta.get("deletionTimestamp"))
+        if same_table and not leaving and candidate[2] and candidate < owner:
+            owner = candidate
+    _, name, stream = owner
+    if stream != spec.stream:
+        return ModelConflict(
+            f"model {spec.model} in the database of Secret {spec.database_secret.name}"
+            f" (key {spec.database_secret.key}) is already fed by StreamConsumer {name} from"
+            f" stream {stream}; its table is keyed on stream_id alone, so a second stream"
+            f" ({spec.stream}) would silently lose rows. Give this StreamConsumer its own model"
+            " (table) or database, or feed both through one stream."
+        )
+    return None

@@ -412,3 +412,28 @@ async def test_a_table_mode_stream_consumer_without_a_database_is_refused(
         assert "spec.database.urlSecretRef" in degraded["message"]
         await h.eventually(lambda: h.events(kmock, "InvalidSpec"))
         assert h.obj(kmock, h.DEPLOYMENTS, "orders") is None
+
+
+async def test_a_second_stream_into_the_same_model_table_is_refused(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    h.declare_resources(kmock)
+    first = spec(names("orders"), "writers", redis_server.url)
+    second = spec(names("orders-eu"), "writers", redis_server.url)
+    for body in (first, second):
+        body["model"] = "myapp.models:Order"
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", first)
+    newer = h.stream_consumer("orders-eu", second)
+    newer["metadata"]["creationTimestamp"] = "2026-01-02T00:00:00Z"
+    kmock.objects[h.STC, h.NAMESPACE, "orders-eu"] = newer
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.condition(kmock, "orders-eu", "Degraded") == "True")
+        degraded = next(
+            c for c in h.status(kmock, "orders-eu")["conditions"] if c["type"] == "Degraded"
+        )
+        assert degraded["reason"] == "ModelConflict"
+        assert "already fed by StreamConsumer orders" in degraded["message"]
+        await h.eventually(lambda: h.events(kmock, "ModelConflict"))
+        await h.eventually(lambda: h.condition(kmock, "orders", "Ready") == "True")
+        assert h.obj(kmock, h.DEPLOYMENTS, "orders") is not None
+        assert h.obj(kmock, h.DEPLOYMENTS, "orders-eu") is None

@@ -12,7 +12,7 @@ import yaml
 from streamscale.core.streams import PendingEntry
 from streamscale.operator import constants as c
 from streamscale.operator.reclaiming import Rules, owner_pod, verdict
-from streamscale.operator.specs import SpecError, build_deployment, parse
+from streamscale.operator.specs import SpecError, build_deployment, model_conflict, parse
 from streamscale.operator.status import Condition, merge_conditions
 from tests.support import kube as h
 
@@ -245,3 +245,31 @@ def test_table_mode_without_a_database_is_refused_with_what_to_do() -> None:
         parse("ns", "x", {"stream": "s", "group": "g"})
     handler = parse("ns", "x", {"stream": "s", "group": "g", "handler": "a:f"})
     assert handler.database_secret is None
+
+
+def test_the_older_stream_consumer_keeps_a_model_table() -> None:
+    def body(name: str, stream: str, created: str, **extra: Any) -> dict[str, Any]:
+        raw = {"stream": stream, "group": "g", "database": h.DATABASE, "model": "m:T", **extra}
+        obj = h.stream_consumer(name, raw)
+        obj["metadata"]["creationTimestamp"] = created
+        return obj
+
+    old = body("a", "s1", "2026-01-01T00:00:00Z")
+    new = body("b", "s2", "2026-01-02T00:00:00Z")
+    same_stream = body("c", "s1", "2026-01-02T00:00:00Z")
+    other_db = body("d", "s3", "2026-01-02T00:00:00Z")
+    other_db["spec"]["database"] = {"urlSecretRef": {"name": "pg2", "key": "url"}}
+    everyone = [old, new, same_stream, other_db]
+
+    def conflict(obj: dict[str, Any]) -> str | None:
+        meta = obj["metadata"]
+        parsed = parse(
+            "ns1", meta["name"], obj["spec"], creation_timestamp=meta["creationTimestamp"]
+        )
+        found = model_conflict(parsed, everyone)
+        return None if found is None else str(found)
+
+    assert conflict(old) is None, "the oldest keeps the table"
+    assert "StreamConsumer a" in (conflict(new) or "")
+    assert conflict(same_stream) is None, "several groups of one stream may share a table"
+    assert conflict(other_db) is None, "another database is another table"
