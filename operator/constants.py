@@ -26,6 +26,9 @@ METRICS_PORT_NAME: Final = "metrics"
 RUN_AS_USER: Final = 65532
 TERMINATION_GRACE_SECONDS: Final = 30
 DEFAULT_IMAGE: Final = "streamscale:latest"
+TMP_SIZE_LIMIT: Final = "128Mi"
+"""The consumer's writable /tmp (the root filesystem is read-only): bounded, so a runaway writer
+is evicted instead of filling the node's disk."""
 
 # Conditions and status ------------------------------------------------------------------------
 CONDITION_READY: Final = "Ready"

@@ -308,6 +308,8 @@ def build_deployment(
                     },
                 },
                 "spec": {
+                    # Consumers never call the Kubernetes API: no token in the pod to leak.
+                    "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": c.TERMINATION_GRACE_SECONDS,
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -317,7 +319,7 @@ def build_deployment(
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": c.TMP_SIZE_LIMIT}}],
                 },
             },
         },

@@ -148,6 +148,9 @@ def test_the_deployment_is_owned_labelled_probed_and_restricted() -> None:
     pod = manifest["spec"]["template"]
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert pod["spec"]["terminationGracePeriodSeconds"] == 30
+    assert pod["spec"]["automountServiceAccountToken"] is False, "consumers never call the API"
+    (tmp,) = pod["spec"]["volumes"]
+    assert tmp == {"name": "tmp", "emptyDir": {"sizeLimit": "128Mi"}}
     assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = pod["spec"]["containers"]
     assert container["image"] == "streamscale:default"
