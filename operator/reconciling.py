@@ -33,6 +33,7 @@ from streamscale.operator.scaling import Decision, ScalingState, decide
 from streamscale.operator.settings import OperatorSettings
 from streamscale.operator.specs import (
     ConsumerSpec,
+    NoRedis,
     SpecError,
     build_deployment,
     model_conflict,
@@ -160,6 +161,12 @@ class Runtime:
         if conflict is not None:
             raise conflict
 
+    @property
+    def default_redis_url(self) -> str | None:
+        """The operator's own Redis URL, for StreamConsumers without spec.redis."""
+        url = self.settings.redis_url
+        return None if url is None else url.get_secret_value()
+
     async def redis_url(self, spec: ConsumerSpec) -> str:
         """spec.redis.url, else spec.redis.urlSecretRef, else the operator's own URL."""
         if spec.redis_url:
@@ -167,7 +174,10 @@ class Runtime:
         if spec.redis_secret:
             ref = spec.redis_secret
             return await self.secret_value(spec.namespace, ref.name, ref.key)
-        return self.settings.redis_url.get_secret_value()
+        url = self.default_redis_url
+        if url is None:
+            raise NoRedis
+        return url
 
     def redis(self, url: str) -> tuple[aioredis.Redis, Scripts]:
         """One client (and its registered scripts) per Redis URL, shared by StreamConsumers."""
@@ -193,7 +203,7 @@ class Runtime:
             body,
             replicas=spec.policy.min_replicas,
             default_image=self.settings.consumer_image,
-            default_redis_url=self.settings.redis_url.get_secret_value(),
+            default_redis_url=self.default_redis_url,
         )
         path = k.deployments_path(spec.namespace, spec.name)
         existing = await self.kube.get_or_none(path)

@@ -24,6 +24,20 @@ class SpecError(ValueError):
     """The condition and Event reason."""
 
 
+class NoRedis(SpecError):
+    """Neither the spec nor the operator names a Redis."""
+
+    reason = "NoRedisConfigured"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no Redis configured: the StreamConsumer has no spec.redis and the operator has no"
+            " STREAMSCALE_REDIS_URL, so nothing is polled, scaled or dead-lettered. Set"
+            " spec.redis.urlSecretRef (or spec.redis.url), or give the operator a Redis (chart"
+            " values redis.url or redis.existingSecret)."
+        )
+
+
 class ModelConflict(SpecError):
     """Another StreamConsumer's stream already feeds this one's model table."""
 
@@ -191,7 +205,7 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def consumer_env(spec: ConsumerSpec, default_redis_url: str) -> list[dict[str, Any]]:
+def consumer_env(spec: ConsumerSpec, default_redis_url: str | None) -> list[dict[str, Any]]:
     """The consumer container's environment; secrets only ever by reference."""
     env = [
         _field_env("POD_NAME", "metadata.name"),
@@ -217,6 +231,8 @@ def consumer_env(spec: ConsumerSpec, default_redis_url: str) -> list[dict[str, A
                 " spec.redis.urlSecretRef instead"
             )
         env.append(_env("STREAMSCALE_REDIS_URL", spec.redis_url))
+    elif default_redis_url is None:
+        raise NoRedis
     elif has_password(default_redis_url):
         raise SpecError(
             "spec.redis is not set and the operator's own Redis URL carries a password, which is"
@@ -239,7 +255,7 @@ def build_deployment(
     *,
     replicas: int,
     default_image: str,
-    default_redis_url: str,
+    default_redis_url: str | None,
 ) -> dict[str, Any]:
     """The consumer Deployment the operator owns for `spec` (restricted security profile)."""
     labels = {

@@ -437,3 +437,21 @@ async def test_a_second_stream_into_the_same_model_table_is_refused(
         await h.eventually(lambda: h.condition(kmock, "orders", "Ready") == "True")
         assert h.obj(kmock, h.DEPLOYMENTS, "orders") is not None
         assert h.obj(kmock, h.DEPLOYMENTS, "orders-eu") is None
+
+
+async def test_without_any_redis_the_stream_consumer_says_no_redis_configured(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    h.declare_resources(kmock)
+    body = spec(names("orders"), "writers", redis_server.url)
+    del body["redis"]
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    async with h.running_operator(kmock, h.settings(None)):
+        await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
+        degraded = next(
+            c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Degraded"
+        )
+        assert degraded["reason"] == "NoRedisConfigured"
+        assert degraded["message"].startswith("no Redis configured")
+        assert "127.0.0.1" not in degraded["message"]
+        await h.eventually(lambda: h.events(kmock, "NoRedisConfigured"))

@@ -111,7 +111,7 @@ def pod(name: str, instance: str, phase: str = "Running") -> dict[str, Any]:
     }
 
 
-def settings(redis_url: str, **overrides: Any) -> OperatorSettings:
+def settings(redis_url: str | None, **overrides: Any) -> OperatorSettings:
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "standalone": True,
