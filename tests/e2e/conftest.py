@@ -1,0 +1,32 @@
+"""Fixtures of the e2e tests: one local control plane and one local kubelet per session."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import ControlPlane, running_control_plane
+from tests.e2e.kubelet import LocalKubelet
+
+
+@pytest.fixture(scope="session")
+def plane() -> Iterator[ControlPlane]:
+    """etcd, kube-apiserver and kube-controller-manager on free ports, torn down at the end."""
+    with running_control_plane() as control_plane:
+        print(f"\ncontrol plane up in {control_plane.startup_seconds:.1f}s ({control_plane.dir})")
+        yield control_plane
+
+
+@pytest.fixture(scope="session")
+def kubelet(plane: ControlPlane) -> Iterator[LocalKubelet]:
+    """The local kubelet: runs the pods of the streamscale image as local processes."""
+    workdir = Path(tempfile.mkdtemp(prefix="kubelet-", dir=plane.dir))
+    node = LocalKubelet(plane, workdir).start()
+    try:
+        yield node
+    finally:
+        node.close()
+    assert not node.errors, node.errors
