@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import flows as f
 from tests.e2e.cluster import ControlPlane, running_control_plane
 from tests.e2e.kubelet import LocalKubelet
+from tests.servers import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +32,11 @@ def kubelet(plane: ControlPlane) -> Iterator[LocalKubelet]:
     finally:
         node.close()
     assert not node.errors, node.errors
+
+
+@pytest.fixture(scope="module")
+def release(plane: ControlPlane, kubelet: LocalKubelet, redis_server: RedisServer) -> Iterator[str]:
+    """The chart installed cluster-wide (`helm install --wait`), uninstalled after the module."""
+    f.install(plane, f.RELEASE, f.RELEASE_NAMESPACE, redis_server.url)
+    yield f.RELEASE
+    plane.helm("uninstall", f.RELEASE, "-n", f.RELEASE_NAMESPACE, "--wait", "--timeout=60s")

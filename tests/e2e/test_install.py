@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-
 import pytest
 
 from tests.e2e import flows as f
@@ -13,16 +11,7 @@ from tests.e2e.kubelet import LocalKubelet
 from tests.servers import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-RELEASE, NAMESPACE = "streamscale", "streamscale"
-
-
-@pytest.fixture(scope="module")
-def release(
-    plane: ControlPlane, kubelet: LocalKubelet, redis_server: RedisServer
-) -> Iterator[str]:
-    f.install(plane, RELEASE, NAMESPACE, redis_server.url)
-    yield RELEASE
-    plane.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=60s", check=False)
+NAMESPACE = f.RELEASE_NAMESPACE
 
 
 def test_helm_install_runs_the_operator_as_the_charts_service_account(
