@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +40,18 @@ def release(plane: ControlPlane, kubelet: LocalKubelet, redis_server: RedisServe
     f.install(plane, f.RELEASE, f.RELEASE_NAMESPACE, redis_server.url)
     yield f.RELEASE
     plane.helm("uninstall", f.RELEASE, "-n", f.RELEASE_NAMESPACE, "--wait", "--timeout=60s")
+
+
+@pytest.fixture
+def namespace(plane: ControlPlane) -> Iterator[Callable[[str], str]]:
+    """`namespace("flow")` creates it; all are deleted after the test, StreamConsumers first."""
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        plane.kubectl("create", "namespace", name)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        f.clean_namespace(plane, name)

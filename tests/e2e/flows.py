@@ -103,7 +103,6 @@ def apply(plane: ControlPlane, namespace: str, body: dict[str, Any]) -> None:
 
 def create_pg_secret(plane: ControlPlane, namespace: str, database_url: str) -> None:
     """The example's Secret, as its header comment says to create it."""
-    plane.kubectl("create", "namespace", namespace, check=False)
     plane.kubectl(
         "create", "secret", "generic", "pg", "-n", namespace, f"--from-literal=url={database_url}"
     )
@@ -165,3 +164,14 @@ def account(
     verdict = check_invariant(produced, poison, rows, letters, stranded=stranded)
     assert verdict.ok, verdict.table("accounting")
     return verdict.table(f"{stream}: every produced entry in exactly one place")
+
+
+def clean_namespace(plane: ControlPlane, namespace: str) -> None:
+    """Delete `namespace` with its StreamConsumers, whether or not an operator still runs."""
+    plane.kubectl("delete", "stc", "--all", "-n", namespace, "--wait=false", check=False)
+    listing = plane.kubectl("get", "stc", "-n", namespace, "-o", "name", check=False).stdout
+    for item in listing.split():
+        # The kopf finalizer stays when no operator is left to remove it.
+        patch = '{"metadata":{"finalizers":null}}'
+        plane.kubectl("patch", item, "-n", namespace, "--type=merge", "-p", patch, check=False)
+    plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

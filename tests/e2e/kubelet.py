@@ -180,6 +180,8 @@ class LocalKubelet:
         for uid in [u for u in self.runs if u not in seen]:  # force-deleted: kill at once
             run = self.runs.pop(uid)
             self._signal(run, signal.SIGKILL)
+            if run.proc is not None:
+                run.proc.wait(10)
 
     def _bind(self, meta: Json) -> None:
         ns, name = meta["namespace"], meta["name"]

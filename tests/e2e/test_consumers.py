@@ -38,11 +38,12 @@ def test_a_burst_scales_the_consumers_up_and_back_to_min_replicas(
     postgres_server: PostgresServer,
     database_url: str,
     names: Callable[[str], str],
+    namespace: Callable[[str], str],
 ) -> None:
-    namespace, name = "flow", "products"
+    ns, name = namespace("flow"), "products"
     stream, group = names("products"), "product-writers"
     client = redis.Redis.from_url(redis_server.url)
-    f.create_pg_secret(plane, namespace, database_url)
+    f.create_pg_secret(plane, ns, database_url)
     body = f.stream_consumer(
         name,
         redis_server.url,
@@ -55,10 +56,10 @@ def test_a_burst_scales_the_consumers_up_and_back_to_min_replicas(
             "scaleDownStabilizationSeconds": 5,
         },
     )
-    f.apply(plane, namespace, body)
-    owner = f.stc(plane, namespace, name)
+    f.apply(plane, ns, body)
+    owner = f.stc(plane, ns, name)
     deployment = wait_until(
-        lambda: f.deployment(plane, namespace, name), 30, what="the owned Deployment"
+        lambda: f.deployment(plane, ns, name), 30, what="the owned Deployment"
     )
     (ref,) = deployment["metadata"]["ownerReferences"]
     assert (ref["kind"], ref["name"], ref["uid"]) == ("StreamConsumer", name, owner["metadata"]["uid"])
@@ -73,20 +74,20 @@ def test_a_burst_scales_the_consumers_up_and_back_to_min_replicas(
 
     def look() -> None:
         nonlocal most, busy_view
-        pod_names.update(p["metadata"]["name"] for p in f.pods(plane, namespace, selector))
+        pod_names.update(p["metadata"]["name"] for p in f.pods(plane, ns, selector))
         consumer_names.update(f.group_consumers(client, stream, group))
-        now = f.replicas(plane, namespace, name) or 0
+        now = f.replicas(plane, ns, name) or 0
         if now > most:
             most = now
-            busy_view = plane.kubectl("get", "stc", "-n", namespace).stdout
+            busy_view = plane.kubectl("get", "stc", "-n", ns).stdout
 
     def done() -> bool:
-        status = f.stc(plane, namespace, name).get("status") or {}
+        status = f.stc(plane, ns, name).get("status") or {}
         return (
             drained(client, stream, group, len(produced))
-            and f.replicas(plane, namespace, name) == 0
+            and f.replicas(plane, ns, name) == 0
             and status.get("replicas") == 0
-            and not f.pods(plane, namespace, selector)
+            and not f.pods(plane, ns, selector)
         )
 
     f.watch(0.5, done, 180, "the drain and the scale-down to minReplicas 0", look)
@@ -99,7 +100,7 @@ def test_a_burst_scales_the_consumers_up_and_back_to_min_replicas(
     print(f"\nscaled 0 -> {most} -> 0; consumers = pods: {sorted(consumer_names)}")
     print(busy_view)
 
-    view = plane.kubectl("get", "stc", "-n", namespace).stdout
+    view = plane.kubectl("get", "stc", "-n", ns).stdout
     header, row = view.splitlines()[:2]
     assert header.split() == [
         "NAME", "STREAM", "GROUP", "REPLICAS", "DESIRED", "LAG", "PENDING", "DEAD-LETTERED", "AGE"
@@ -110,10 +111,10 @@ def test_a_burst_scales_the_consumers_up_and_back_to_min_replicas(
     assert int(busy[3]) >= 1 and int(busy[4]) >= 2, busy_view
     print(view)
 
-    events = json.loads(plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)
+    events = json.loads(plane.kubectl("get", "events", "-n", ns, "-o", "json").stdout)
     reasons = {e["reason"] for e in events["items"] if e["involvedObject"]["name"] == name}
     assert {"ScaledUp", "ScaledDown"} <= reasons, reasons
-    print(plane.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=ScaledUp").stdout)
+    print(plane.kubectl("get", "events", "-n", ns, "--field-selector", "reason=ScaledUp").stdout)
     print(f.account(postgres_server, database_url, client, stream, produced, poison))
     client.close()
 
@@ -126,16 +127,17 @@ def test_deleting_the_stream_consumer_garbage_collects_its_consumers(
     postgres_server: PostgresServer,
     database_url: str,
     names: Callable[[str], str],
+    namespace: Callable[[str], str],
 ) -> None:
-    namespace, name = "gc", "products"
+    ns, name = namespace("gc"), "products"
     stream, group = names("products"), "product-writers"
     client = redis.Redis.from_url(redis_server.url)
-    f.create_pg_secret(plane, namespace, database_url)
+    f.create_pg_secret(plane, ns, database_url)
     body = f.stream_consumer(
         name, redis_server.url, stream=stream, group=group,
         scaling={"minReplicas": 2, "maxReplicas": 2, "pollSeconds": 1},
     )  # fmt: skip
-    f.apply(plane, namespace, body)
+    f.apply(plane, ns, body)
     selector = CONSUMER_SELECTOR.format(name)
     produced, poison = burst(client, stream, 2_000, poison_every=250)
     wait_until(
@@ -144,14 +146,14 @@ def test_deleting_the_stream_consumer_garbage_collects_its_consumers(
         90,
         what="two consumers draining the stream",
     )
-    pods = {p["metadata"]["name"] for p in f.pods(plane, namespace, selector)}
+    pods = {p["metadata"]["name"] for p in f.pods(plane, ns, selector)}
     owners = {c.rpartition("-")[0] for c in f.group_consumers(client, stream, group)}
     assert owners == pods, (owners, pods)
 
-    plane.kubectl("delete", "stc", name, "-n", namespace, "--wait=true", "--timeout=60s")
+    plane.kubectl("delete", "stc", name, "-n", ns, "--wait=true", "--timeout=60s")
     # Nobody but the garbage collector deletes the Deployment: the operator only owns it.
-    wait_until(lambda: f.deployment(plane, namespace, name) is None, 60, what="the GC")
-    wait_until(lambda: not f.pods(plane, namespace, selector), 60, what="the pods to go")
+    wait_until(lambda: f.deployment(plane, ns, name) is None, 60, what="the GC")
+    wait_until(lambda: not f.pods(plane, ns, selector), 60, what="the pods to go")
     wait_until(
         lambda: not f.group_consumers(client, stream, group), 30, what="consumers to leave"
     )
