@@ -1,4 +1,4 @@
-"""A local Kubernetes control plane for the e2e tests: etcd, kube-apiserver, kube-controller-manager.
+"""A local Kubernetes control plane for e2e tests: etcd, kube-apiserver, kube-controller-manager.
 
 The binaries come from `tools/k8s/build.sh` (`make cluster-bins`): our own build of pinned
 releases, cached outside the repository. Everything listens on free 127.0.0.1 ports and lives in
@@ -71,7 +71,7 @@ def cluster_bins() -> Path:
 
 
 class Api:
-    """JSON calls to the API server with one bearer token (stdlib only, so any thread can use it)."""
+    """JSON calls to the API server with one bearer token (stdlib only: any thread can use it)."""
 
     def __init__(self, server: str, token: str, ca_file: Path) -> None:
         self.server = server.rstrip("/")
@@ -112,7 +112,9 @@ class Api:
             with urllib.request.urlopen(request, timeout=timeout, context=self._ssl) as response:
                 return str(response.read().decode())
         except urllib.error.HTTPError as exc:
-            raise ApiError(exc.code, request.get_method(), request.full_url, exc.read().decode()) from None
+            raise ApiError(
+                exc.code, request.get_method(), request.full_url, exc.read().decode()
+            ) from None
 
     def get(self, path: str, **params: str) -> Json:
         return self.request("GET", path, params=params or None)
@@ -251,7 +253,9 @@ class ControlPlane:
             return False
 
     def _default_sa(self) -> bool:
-        return self.api().get_or_none("/api/v1/namespaces/default/serviceaccounts/default") is not None
+        return (
+            self.api().get_or_none("/api/v1/namespaces/default/serviceaccounts/default") is not None
+        )
 
     def _wait(self, deadline: float, what: str, check: Any) -> None:
         while time.monotonic() < deadline:
@@ -317,7 +321,7 @@ class ControlPlane:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def env(self) -> dict[str, str]:
-        """Environment for kubectl and helm: this cluster's kubeconfig, helm's dirs in the tmp dir."""
+        """Environment for kubectl and helm: this cluster's kubeconfig, helm's own dirs."""
         path = os.environ.get("PATH", "")
         return {
             **os.environ,

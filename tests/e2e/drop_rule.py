@@ -20,9 +20,9 @@ def drop(doc: dict[str, Any], group: str, resource: str) -> int:
         if group in rule.get("apiGroups", []) and resource in rule.get("resources", []):
             dropped += 1
             rest = [r for r in rule["resources"] if r != resource]
-            if not rest:
-                continue
-            rule = {**rule, "resources": rest}
+            if rest:
+                kept.append({**rule, "resources": rest})
+            continue
         kept.append(rule)
     doc["rules"] = kept
     return dropped
@@ -31,7 +31,9 @@ def drop(doc: dict[str, Any], group: str, resource: str) -> int:
 def main() -> None:
     group, resource = sys.argv[1], sys.argv[2]
     docs = [d for d in yaml.safe_load_all(sys.stdin.read()) if d]
-    dropped = sum(drop(d, group, resource) for d in docs if d.get("kind") in ("ClusterRole", "Role"))
+    dropped = sum(
+        drop(d, group, resource) for d in docs if d.get("kind") in ("ClusterRole", "Role")
+    )
     if not dropped:
         sys.exit(f"drop_rule: no rule grants {group}/{resource}")
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))

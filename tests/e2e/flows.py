@@ -60,7 +60,11 @@ def pods(plane: ControlPlane, namespace: str, selector: str) -> list[dict[str, A
 def operator_pod(plane: ControlPlane, namespace: str, release: str) -> dict[str, Any]:
     selector = f"{OPERATOR_SELECTOR},app.kubernetes.io/instance={release}"
     found = wait_until(
-        lambda: [p for p in pods(plane, namespace, selector) if not p["metadata"].get("deletionTimestamp")],
+        lambda: [
+            p
+            for p in pods(plane, namespace, selector)
+            if not p["metadata"].get("deletionTimestamp")
+        ],
         60,
         what=f"the operator pod of {release}",
     )

@@ -148,7 +148,7 @@ class LocalKubelet:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except Exception as exc:  # noqa: BLE001 -- one bad tick must not stop the node
+            except Exception as exc:
                 self.errors.append(repr(exc))
                 logger.exception("local kubelet tick failed")
             self._stop.wait(POLL_SECONDS)
@@ -251,7 +251,9 @@ class LocalKubelet:
         for item in container.get("env") or []:
             env[item["name"]] = self._env_value(pod, item)
         declared = env["STREAMSCALE_HTTP_PORT"]
-        env["STREAMSCALE_HTTP_PORT"] = str(ports.get(declared) or ports.setdefault(declared, free_port()))
+        env["STREAMSCALE_HTTP_PORT"] = str(
+            ports.get(declared) or ports.setdefault(declared, free_port())
+        )
         env["STREAMSCALE_HTTP_HOST"] = "127.0.0.1"
         if spec.get("automountServiceAccountToken", True):
             account = spec.get("serviceAccountName") or "default"
@@ -262,7 +264,12 @@ class LocalKubelet:
                     "kind": "TokenRequest",
                     "spec": {
                         "expirationSeconds": TOKEN_SECONDS,
-                        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid},
+                        "boundObjectRef": {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "name": name,
+                            "uid": uid,
+                        },
                     },
                 },
             )["status"]["token"]
@@ -300,7 +307,7 @@ class LocalKubelet:
             }
             if path not in values:
                 raise ValueError(f"fieldRef {path} is not supported by the local kubelet")
-            return values[path]
+            return str(values[path])
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             ns = pod["metadata"]["namespace"]

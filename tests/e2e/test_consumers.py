@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 CONSUMER_SELECTOR = "app.kubernetes.io/name=streamscale-consumer,app.kubernetes.io/instance={}"
 
 
-def burst(client: redis.Redis, stream: str, total: int, poison_every: int) -> tuple[list[str], set[str]]:
+def burst(
+    client: redis.Redis, stream: str, total: int, poison_every: int
+) -> tuple[list[str], set[str]]:
     """`total` product messages, every `poison_every`-th one poison: (all IDs, poison IDs)."""
     items = list(payloads(total, poison_every))
     ids = produce(client, stream, [payload for _, payload in items])
@@ -58,11 +60,13 @@ def test_a_burst_scales_the_consumers_up_and_back_to_min_replicas(
     )
     f.apply(plane, ns, body)
     owner = f.stc(plane, ns, name)
-    deployment = wait_until(
-        lambda: f.deployment(plane, ns, name), 30, what="the owned Deployment"
-    )
+    deployment = wait_until(lambda: f.deployment(plane, ns, name), 30, what="the owned Deployment")
     (ref,) = deployment["metadata"]["ownerReferences"]
-    assert (ref["kind"], ref["name"], ref["uid"]) == ("StreamConsumer", name, owner["metadata"]["uid"])
+    assert (ref["kind"], ref["name"], ref["uid"]) == (
+        "StreamConsumer",
+        name,
+        owner["metadata"]["uid"],
+    )
     assert deployment["spec"]["replicas"] == 0
 
     produced, poison = burst(client, stream, 20_000, poison_every=500)
@@ -141,8 +145,10 @@ def test_deleting_the_stream_consumer_garbage_collects_its_consumers(
     selector = CONSUMER_SELECTOR.format(name)
     produced, poison = burst(client, stream, 2_000, poison_every=250)
     wait_until(
-        lambda: drained(client, stream, group, len(produced))
-        and len({c.rpartition("-")[0] for c in f.group_consumers(client, stream, group)}) == 2,
+        lambda: (
+            drained(client, stream, group, len(produced))
+            and len({c.rpartition("-")[0] for c in f.group_consumers(client, stream, group)}) == 2
+        ),
         90,
         what="two consumers draining the stream",
     )
@@ -154,8 +160,6 @@ def test_deleting_the_stream_consumer_garbage_collects_its_consumers(
     # Nobody but the garbage collector deletes the Deployment: the operator only owns it.
     wait_until(lambda: f.deployment(plane, ns, name) is None, 60, what="the GC")
     wait_until(lambda: not f.pods(plane, ns, selector), 60, what="the pods to go")
-    wait_until(
-        lambda: not f.group_consumers(client, stream, group), 30, what="consumers to leave"
-    )
+    wait_until(lambda: not f.group_consumers(client, stream, group), 30, what="consumers to leave")
     print("\n" + f.account(postgres_server, database_url, client, stream, produced, poison))
     client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from tests.e2e import flows as f
@@ -40,7 +41,7 @@ def test_helm_install_runs_the_operator_as_the_charts_service_account(
             "minReplicas must not exceed maxReplicas",
         ),
         ({"handler": "examples.ai_service:handle"}, "set spec.model or spec.handler, not both"),
-        ({"stream": None}, 'spec.stream: Required value'),
+        ({"stream": None}, "spec.stream: Required value"),
     ],
     ids=["max-below-min", "model-and-handler", "no-stream"],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 
@@ -53,7 +54,9 @@ def test_two_namespaced_releases_keep_to_their_namespaces(
     for watched in teams.values():
         body = f.stream_consumer("products", redis_server.url, stream=names("p"), group="g")
         f.apply(plane, watched, body)
-        wait_until(lambda: served(plane, watched, "products"), 60, what=f"{watched}/products")
+        wait_until(
+            functools.partial(served, plane, watched, "products"), 60, what=f"{watched}/products"
+        )
     for release, watched in teams.items():
         other = next(w for w in teams.values() if w != watched)
         log = f.operator_log(kubelet, plane, release, release)

@@ -43,6 +43,7 @@ def operator_works(
     def reported() -> bool:
         status = f.stc(plane, ns, "rbac").get("status") or {}
         return status.get("replicas") == 1 and status.get("consumers", 0) >= 1
+
     wait_until(reported, FLOW_SECONDS, what="status.replicas and status.consumers")
 
     selector = "app.kubernetes.io/name=streamscale-consumer,app.kubernetes.io/instance=rbac"
