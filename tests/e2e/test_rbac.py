@@ -23,7 +23,7 @@ from tests.servers import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 DROP_RULE = Path(__file__).with_name("drop_rule.py")
-FLOW_SECONDS = 40
+FLOW_SECONDS = 25
 
 
 def operator_works(
