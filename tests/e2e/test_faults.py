@@ -7,6 +7,8 @@ nothing is duplicated in the table or in the dead-letter stream.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -138,3 +140,29 @@ def test_deleting_the_operator_pod_mid_dead_letter_moves_loses_and_doubles_nothi
                     stranded=set(producer.ids)))  # fmt: skip
     assert at_delete < total, "the moves were over before the operator's pod was deleted"
     client.close()
+
+
+def test_a_crashed_operator_process_is_restarted_in_its_pod(
+    plane: ControlPlane,
+    kubelet: LocalKubelet,
+    release: str,
+    redis_server: RedisServer,
+    database_url: str,
+    names: Callable[[str], str],
+    namespace: Callable[[str], str],
+) -> None:
+    pod = f.operator_pod(plane, f.RELEASE_NAMESPACE, release)
+    run = kubelet.runs[pod["metadata"]["uid"]]
+    assert run.proc is not None
+    os.killpg(run.proc.pid, signal.SIGKILL)  # the container dies; the pod object stays
+
+    def restarted() -> bool:
+        status = f.operator_pod(plane, f.RELEASE_NAMESPACE, release)["status"]
+        (container,) = status["containerStatuses"]
+        return bool(container["restartCount"] == 1 and container["ready"])
+
+    wait_until(restarted, 60, what="restartCount 1 and Ready again")
+    ns = namespace("after-crash")
+    f.create_pg_secret(plane, ns, database_url)
+    f.apply(plane, ns, f.stream_consumer("p", redis_server.url, stream=names("p"), group="g"))
+    wait_until(lambda: f.deployment(plane, ns, "p"), 60, what="the restarted operator at work")

@@ -35,6 +35,10 @@ if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 
+command -v go >/dev/null 2>&1 || {
+    echo "build.sh: Go (1.24 or later) is needed to build the local control plane: https://go.dev/dl/" >&2
+    exit 1
+}
 start=$(date +%s)
 export GOFLAGS="-trimpath -mod=readonly"
 export CGO_ENABLED=0
