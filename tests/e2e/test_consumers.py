@@ -68,6 +68,10 @@ def test_a_burst_scales_the_consumers_up_and_back_to_min_replicas(
         owner["metadata"]["uid"],
     )
     assert deployment["spec"]["replicas"] == 0
+    # The API server's defaulting: a `:latest` image would get imagePullPolicy Always, and a
+    # cluster could never run the image the README loads into kind.
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["imagePullPolicy"] == "IfNotPresent", container["image"]
 
     produced, poison = burst(client, stream, 20_000, poison_every=500)
     selector = CONSUMER_SELECTOR.format(name)
