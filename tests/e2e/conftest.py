@@ -11,7 +11,7 @@ import pytest
 from tests.e2e import flows as f
 from tests.e2e.cluster import ControlPlane, running_control_plane
 from tests.e2e.kubelet import LocalKubelet
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ from typing import Any
 import redis
 import yaml
 
-from tests.chaos import check_invariant, dead_letters, table_ids
-from tests.consumers import wait_until
 from tests.e2e.cluster import ControlPlane
 from tests.e2e.kubelet import LocalKubelet
-from tests.servers import PostgresServer
+from tests.support.chaos import check_invariant, dead_letters, table_ids
+from tests.support.consumers import wait_until
+from tests.support.servers import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "streamscale"

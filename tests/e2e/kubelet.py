@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.cluster import ApiError, ControlPlane, Json
-from tests.servers import free_port, http_get
+from tests.support.servers import free_port, http_get
 
 REPO = Path(__file__).resolve().parents[2]
 STREAMSCALE = REPO / ".venv" / "bin" / "streamscale"

@@ -14,11 +14,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.chaos import Producer, drained
 from tests.e2e import flows as f
 from tests.e2e.cluster import ControlPlane
 from tests.e2e.kubelet import LocalKubelet
-from tests.servers import PostgresServer, RedisServer
+from tests.support.chaos import Producer, drained
+from tests.support.servers import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.demo, pytest.mark.timeout(600)]
 TOTAL, RATE = 60_000, 3_000

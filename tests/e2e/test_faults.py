@@ -16,12 +16,12 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.chaos import Producer, drained
-from tests.consumers import wait_until
 from tests.e2e import flows as f
 from tests.e2e.cluster import ControlPlane
 from tests.e2e.kubelet import LocalKubelet
-from tests.servers import PostgresServer, RedisServer
+from tests.support.chaos import Producer, drained
+from tests.support.consumers import wait_until
+from tests.support.servers import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 CONSUMERS = "app.kubernetes.io/name=streamscale-consumer,app.kubernetes.io/instance={}"

@@ -9,7 +9,7 @@ import pytest
 from tests.e2e import flows as f
 from tests.e2e.cluster import ControlPlane
 from tests.e2e.kubelet import LocalKubelet
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 NAMESPACE = f.RELEASE_NAMESPACE

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.consumers import wait_until
 from tests.e2e import flows as f
 from tests.e2e.cluster import ControlPlane
 from tests.e2e.kubelet import LocalKubelet
-from tests.servers import RedisServer
+from tests.support.consumers import wait_until
+from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 KINDS = (

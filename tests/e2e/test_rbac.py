@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.chaos import drained, payloads
-from tests.consumers import produce, wait_until
 from tests.e2e import flows as f
 from tests.e2e.cluster import ControlPlane
 from tests.e2e.kubelet import LocalKubelet
-from tests.servers import RedisServer
+from tests.support.chaos import drained, payloads
+from tests.support.consumers import produce, wait_until
+from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 DROP_RULE = Path(__file__).with_name("drop_rule.py")
