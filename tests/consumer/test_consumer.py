@@ -379,3 +379,33 @@ def test_a_value_too_long_for_its_column_is_dead_lettered_not_truncated(
     dead = dead_letters(client, stream)
     assert set(dead) == {ids[1]}
     assert "too long" in dead[ids[1]]["x-error"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_second_stream_into_a_table_another_stream_feeds_is_refused(
+    backend: str, redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str], tmp_path,
+) -> None:  # fmt: skip
+    """Entry IDs are per stream: the second stream's rows would be dropped as duplicates."""
+    url = database_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'two.db'}"
+    first, second = names("orders-a"), names("orders-b")
+    ids = produce(client, first, (product(n) for n in range(200)))
+    produce(client, second, (product(n) for n in range(200)))
+    feeder = ConsumerProcess(**settings(redis_server.url, url, first)).start()
+    try:
+        wait_until(lambda: client.xinfo_groups(first)[0]["entries-read"] == len(ids), 30)
+        intruder = ConsumerProcess(**settings(redis_server.url, url, second)).start(
+            wait_ready=False
+        )
+        assert intruder.wait(30) == 2
+        out = intruder.output()
+        assert f"already fed by stream '{first}'" in out and "Traceback" not in out
+        assert "DELETE FROM streamscale_table_streams WHERE table_name" in out
+        # Nothing of the second stream was read, so nothing of it was acked and lost.
+        assert all(g["entries-read"] in (0, None) for g in client.xinfo_groups(second))
+        # A restart of the stream's own consumer is still welcome.
+        assert feeder.terminate() == 0
+        feeder = ConsumerProcess(**settings(redis_server.url, url, first)).start()
+    finally:
+        feeder.kill()
