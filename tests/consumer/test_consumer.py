@@ -409,3 +409,62 @@ def test_a_second_stream_into_a_table_another_stream_feeds_is_refused(
         feeder = ConsumerProcess(**settings(redis_server.url, url, first)).start()
     finally:
         feeder.kill()
+
+
+@pytest.mark.timeout(120)
+def test_a_destroyed_group_on_a_stream_with_entries_stops_consuming_instead_of_replaying(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("products")
+    first = produce(client, stream, (product(n) for n in range(100)))
+    consumer = ConsumerProcess(**settings(redis_server.url, database_url, stream)).start()
+    try:
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 100, 30)
+        client.xgroup_destroy(stream, "writers")
+        later = produce(client, stream, (product(n) for n in range(100, 150)))
+        wait_until(lambda: consumer.get("/readyz")[0] != 200, 15, what="not ready")
+        _status, body = consumer.get("/readyz")
+        assert "group 'writers' is missing" in body and "XGROUP DESTROY" in body
+        assert sample_gauge(consumer.get("/metrics")[1], "streamscale_group_missing") == 1
+        time.sleep(1.5)  # several read attempts: none may recreate the group at 0
+        assert client.xinfo_groups(stream) == []
+        assert consumer.output().count("Consuming is stopped") == 1
+        # The operator (or a person) puts the group back where it was: consuming resumes.
+        client.xgroup_create(stream, "writers", id=first[-1])
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 150, 30)
+        wait_until(consumer.ready, 15)
+        assert sample_gauge(consumer.get("/metrics")[1], "streamscale_group_missing") == 0
+        # Each message stored once: the stream was not replayed from 0.
+        assert sample(consumer.get("/metrics")[1], "stored") == len(first) + len(later)
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+
+
+@pytest.mark.timeout(60)
+def test_a_group_lost_with_its_stream_is_recreated(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    """Redis restarted empty (here: the stream deleted): nothing to replay, recreate at 0."""
+    stream = names("products")
+    produce(client, stream, (product(n) for n in range(10)))
+    consumer = ConsumerProcess(**settings(redis_server.url, database_url, stream)).start()
+    try:
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 10, 30)
+        client.delete(stream)
+        wait_until(lambda: client.exists(stream) and client.xinfo_groups(stream), 15)
+        produce(client, stream, (product(n) for n in range(10, 20)))
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 20, 30)
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+
+
+def sample_gauge(text: str, name: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                return float(s.value)
+    return None
