@@ -443,6 +443,7 @@ async def test_operator_status_events_deployments_and_logs_never_carry_the_passw
         kmock.objects[h.STC, h.NAMESPACE, name] = h.stream_consumer(name, {
             "stream": STREAM, "group": GROUP,
             "redis": {"urlSecretRef": {"name": name, "key": "url"}},
+            "database": h.DATABASE,
             "consumer": {"image": "streamscale:test"},
             "scaling": {"minReplicas": 0, "maxReplicas": 2, "pollSeconds": 0.2},
             "deadLetter": {"maxDeliveries": 3, "idleSeconds": 60},
