@@ -473,3 +473,35 @@ async def test_with_an_operator_label_it_acts_only_on_its_own_stream_consumers(
         assert h.obj(kmock, h.DEPLOYMENTS, "theirs") is None
         theirs = h.obj(kmock, h.STC, "theirs") or {}
         assert not theirs.get("status"), "the other release's operator owns its status"
+
+
+async def test_an_acl_refusal_is_reported_as_refused_not_unreachable(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, user = names("orders"), names("noperm")
+    # Everything but XINFO: the operator's first call of a poll is refused with NOPERM.
+    await redis.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-xinfo")
+    try:
+        url = redis_server.url.replace("redis://", f"redis://{user}:pw@", 1)
+        h.declare_resources(kmock)
+        kmock.objects[h.SECRETS, h.NAMESPACE, "redis"] = {
+            "metadata": {"name": "redis", "namespace": h.NAMESPACE, "resourceVersion": "1"},
+            "data": {"url": base64.b64encode(url.encode()).decode()},
+        }
+        body = h.stream_consumer("orders", spec(stream, "writers", redis_server.url))
+        body["spec"]["redis"] = {"urlSecretRef": {"name": "redis", "key": "url"}}
+        kmock.objects[h.STC, h.NAMESPACE, "orders"] = body
+        async with h.running_operator(kmock, h.settings(redis_server.url)):
+            await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
+            degraded = next(
+                c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Degraded"
+            )
+            assert degraded["reason"] == "RedisRefused"
+            assert "NoPermissionError" in degraded["message"] and "ACL" in degraded["message"]
+            await h.eventually(lambda: h.events(kmock, "RedisRefused"))
+            assert not h.events(kmock, "RedisUnavailable")
+    finally:
+        await redis.execute_command("ACL", "DELUSER", user)
