@@ -26,19 +26,13 @@ from streamscale.operator import kube as k
 from streamscale.operator import metrics as m
 from streamscale.operator import redis_failures
 from streamscale.operator import status as st
+from streamscale.operator.deployment import build_deployment
 from streamscale.operator.observing import Observation, observe
 from streamscale.operator.reclaiming import Reclaimed, Rules, owner_pod, reclaim
 from streamscale.operator.retention import trim
 from streamscale.operator.scaling import Decision, ScalingState, decide
 from streamscale.operator.settings import OperatorSettings
-from streamscale.operator.specs import (
-    ConsumerSpec,
-    NoRedis,
-    SpecError,
-    build_deployment,
-    model_conflict,
-    parse,
-)
+from streamscale.operator.specs import ConsumerSpec, NoRedis, SpecError, model_conflict, parse
 
 logger = logging.getLogger(__name__)
 

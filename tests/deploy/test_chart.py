@@ -22,8 +22,9 @@ import yaml
 
 from streamscale.cli.main import cli
 from streamscale.operator import constants as operator_constants
+from streamscale.operator.deployment import build_deployment
 from streamscale.operator.settings import OperatorSettings
-from streamscale.operator.specs import build_deployment, parse
+from streamscale.operator.specs import parse
 from tests.support.helm import CHART, REPO, helm, helm_binary, template, values_table
 
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from streamscale.consumer.settings import ConsumerSettings
-from streamscale.operator.specs import ConsumerSpec, build_deployment, parse
+from streamscale.operator.deployment import build_deployment
+from streamscale.operator.specs import ConsumerSpec, parse
 from tests.support import kube as h
 
 PREFIX = "STREAMSCALE_"

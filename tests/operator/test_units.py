@@ -13,8 +13,9 @@ from redis import exceptions as redis_exceptions
 from streamscale.core.streams import PendingEntry
 from streamscale.operator import constants as c
 from streamscale.operator import redis_failures
+from streamscale.operator.deployment import build_deployment
 from streamscale.operator.reclaiming import Rules, owner_pod, verdict
-from streamscale.operator.specs import SpecError, build_deployment, model_conflict, parse
+from streamscale.operator.specs import SpecError, model_conflict, parse
 from streamscale.operator.status import Condition, merge_conditions
 from tests.support import kube as h
 
