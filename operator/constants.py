@@ -10,6 +10,8 @@ KIND: Final = "StreamConsumer"
 SHORT_NAME: Final = "stc"
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 FINALIZER: Final = "streamscale.io/operator"
+OPERATOR_LABEL: Final = "streamscale.io/operator"
+"""With STREAMSCALE_OPERATOR_LABEL set, an operator acts only on StreamConsumers labelled so."""
 PEERING_NAME: Final = "streamscale"
 """kopf peering object: only the instance with the highest priority acts."""
 

@@ -52,6 +52,10 @@ def register(
     registry: kopf.OperatorRegistry, runtime: Runtime, *, login: Login = default_login
 ) -> None:
     """Register every handler of the operator into `registry`, sharing `runtime`."""
+    # Two operators in one namespace (two chart releases) split the StreamConsumers by label;
+    # kopf then neither handles nor annotates the other's objects.
+    mine = runtime.settings.operator_label
+    labels = {c.OPERATOR_LABEL: mine} if mine else None
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -79,9 +83,9 @@ def register(
     async def close(**_: Any) -> None:
         await runtime.close()
 
-    @kopf.on.create(*RESOURCE, registry=registry)
-    @kopf.on.resume(*RESOURCE, registry=registry)
-    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry, labels=labels)
+    @kopf.on.resume(*RESOURCE, registry=registry, labels=labels)
+    @kopf.on.update(*RESOURCE, field="spec", registry=registry, labels=labels)
     async def reconcile(
         name: str, namespace: str | None, spec: kopf.Spec, body: kopf.Body, reason: str, **_: Any
     ) -> None:
@@ -105,6 +109,7 @@ def register(
     @kopf.daemon(
         *RESOURCE,
         registry=registry,
+        labels=labels,
         cancellation_backoff=STOP_GRACE_SECONDS,
         cancellation_timeout=10.0,
         backoff=5.0,

@@ -17,7 +17,6 @@ from typing import Any
 
 import kopf
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from streamscale.core.backoff import Backoff
 from streamscale.core.deadletter import Scripts, counter_key, read_counts
@@ -25,20 +24,15 @@ from streamscale.core.streams import connect
 from streamscale.operator import constants as c
 from streamscale.operator import kube as k
 from streamscale.operator import metrics as m
+from streamscale.operator import redis_failures
 from streamscale.operator import status as st
+from streamscale.operator.deployment import build_deployment
 from streamscale.operator.observing import Observation, observe
 from streamscale.operator.reclaiming import Reclaimed, Rules, owner_pod, reclaim
 from streamscale.operator.retention import trim
 from streamscale.operator.scaling import Decision, ScalingState, decide
 from streamscale.operator.settings import OperatorSettings
-from streamscale.operator.specs import (
-    ConsumerSpec,
-    NoRedis,
-    SpecError,
-    build_deployment,
-    model_conflict,
-    parse,
-)
+from streamscale.operator.specs import ConsumerSpec, NoRedis, SpecError, model_conflict, parse
 
 logger = logging.getLogger(__name__)
 
@@ -333,10 +327,10 @@ class Poller:
             # Only polls that reached Redis count: a poll rate of zero is what the
             # StreamscaleRedisUnreachable alert watches for.
             m.POLL_SECONDS.labels(*self.labels).observe(time.perf_counter() - started)
-        except (RedisError, OSError, TimeoutError) as exc:
-            message = f"Redis unreachable ({type(exc).__name__}: {exc}); replicas left unchanged"
-            await self._fail(body, "RedisUnavailable", message, replicas=replicas)
-            result.error = message
+        except redis_failures.FAILURES as exc:
+            failure = redis_failures.classify(exc)
+            await self._fail(body, failure.reason, failure.message, replicas=replicas)
+            result.error = failure.message
             result.delay = min(self.backoff.next_delay() + spec.poll_seconds, self._cap(spec))
         except k.KubeError as exc:
             message = f"Kubernetes API error: {exc}"

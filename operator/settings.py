@@ -35,6 +35,11 @@ class OperatorSettings(BaseSettings):
         True,
         description="Watch CRDs and namespaces for changes (kopf's scanning); off: discover once.",
     )
+    operator_label: str | None = Field(
+        None,
+        description="Act only on StreamConsumers labelled `streamscale.io/operator: <this>`; "
+        "unset: on every one in the watched namespaces. Set when two operators share a namespace.",
+    )
     consumer_image: str = Field(
         c.DEFAULT_IMAGE, description="Consumer image for StreamConsumers without one."
     )
