@@ -369,7 +369,11 @@ class Poller:
             c.ESTIMATE_LIMIT,
             policy.backlog_per_replica * policy.max_replicas + policy.activation_backlog + 1,
         )
-        obs = await observe(client, spec.stream, spec.group, estimate_limit=limit)
+        # A status with a lag means a poll saw the group: if it is gone now, it was destroyed.
+        seen_before = "lag" in (body.get("status") or {})
+        obs = await observe(
+            client, spec.stream, spec.group, estimate_limit=limit, seen_before=seen_before
+        )
         result.observation = obs
 
         settings = runtime.settings
