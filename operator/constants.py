@@ -50,6 +50,11 @@ DEFAULT_MAX_DELIVERIES: Final = 5
 DEFAULT_IDLE_SECONDS: Final = 300
 DIRECTION_UP: Final = "up"
 DIRECTION_DOWN: Final = "down"
+MODE_BACKLOG: Final = "backlog"
+"""desired = ceil(backlog / backlogPerReplica): the default."""
+MODE_DRAIN_TIME: Final = "drainTime"
+"""desired = ceil((arrival rate + backlog / targetDrainSeconds) / per-replica throughput)."""
+MODES: Final = (MODE_BACKLOG, MODE_DRAIN_TIME)
 
 # Dead-letter mover ----------------------------------------------------------------------------
 PENDING_PAGE: Final = 1000
