@@ -281,6 +281,32 @@ class PollResult:
     delay: float = c.DEFAULT_POLL_SECONDS
 
 
+@dataclasses.dataclass(frozen=True)
+class Seen:
+    """The observe phase's outcome: the group in Redis, the Deployment's replicas."""
+
+    observation: Observation
+    actuator: DeploymentActuator
+    current: int
+    just_read: bool
+    """The replicas were read from the API during this poll (not the cache)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Moves:
+    """The reclaim phase's outcome."""
+
+    reclaimed: Reclaimed
+    dead_lettered: int
+    """Every move ever made for this StreamConsumer (from the Redis counter)."""
+    pending: int
+    """The group's pending count minus what this pass moved (and acked)."""
+    idle_seconds: float
+    """The idle time after which entries move: the spec's, or the operator's floor."""
+    notes: tuple[str, ...]
+    trimmed: int
+
+
 class Poller:
     """One StreamConsumer's poll loop state: `tick()` once per `pollSeconds`."""
 
@@ -361,25 +387,35 @@ class Poller:
         return max(spec.poll_seconds, self.runtime.settings.error_backoff_cap_seconds)
 
     async def _poll(self, spec: ConsumerSpec, body: kopf.Body, result: PollResult) -> int | None:
+        """One poll, in four phases: observe, reclaim, scale, report; returns the replicas."""
+        await self.runtime.check_model(spec)
+        client, scripts = self.runtime.redis(await self.runtime.redis_url(spec))
+        seen = await self._observe(spec, body, client)
+        result.observation = seen.observation
+        moves = await self._reclaim(spec, body, client, scripts, seen)
+        result.reclaimed, result.trimmed = moves.reclaimed, moves.trimmed
+        backlog = seen.observation.lag + moves.pending
+        decision = result.decision = await self._scale(spec, body, seen, backlog)
+        self._recovered(body)
+        await self._report(body, seen.observation, moves, decision)
+        return decision.target
+
+    async def _observe(self, spec: ConsumerSpec, body: kopf.Body, client: aioredis.Redis) -> Seen:
+        """The group's state in Redis and the Deployment's replicas (created when missing)."""
         runtime = self.runtime
-        await runtime.check_model(spec)
-        client, scripts = runtime.redis(await runtime.redis_url(spec))
         policy = spec.policy
         limit = min(
             c.ESTIMATE_LIMIT,
             policy.backlog_per_replica * policy.max_replicas + policy.activation_backlog + 1,
         )
-        obs = await observe(client, spec.stream, spec.group, estimate_limit=limit)
-        result.observation = obs
-
-        settings = runtime.settings
+        observation = await observe(client, spec.stream, spec.group, estimate_limit=limit)
         actuator = self.actuator
         if actuator is None or actuator.name != spec.deployment_name:
             actuator = self.actuator = DeploymentActuator(
                 runtime.kube,
                 spec.namespace,
                 spec.deployment_name,
-                max_age=settings.api_cache_seconds,
+                max_age=runtime.settings.api_cache_seconds,
             )
         read_at = actuator.fetched_at
         try:
@@ -390,8 +426,19 @@ class Poller:
             actuator.body = await runtime.ensure_deployment(spec, body)
             actuator.fetched_at = time.monotonic()
             current = replicas_of(actuator.body or {})
-        just_read = actuator.fetched_at != read_at
+        return Seen(observation, actuator, current, just_read=actuator.fetched_at != read_at)
 
+    async def _reclaim(
+        self,
+        spec: ConsumerSpec,
+        body: kopf.Body,
+        client: aioredis.Redis,
+        scripts: Scripts,
+        seen: Seen,
+    ) -> Moves:
+        """Move stranded entries, delete gone consumers, trim; count the moves from Redis."""
+        settings = self.runtime.settings
+        observation = seen.observation
         counter = counter_key(spec.dead_letter_stream, spec.stream, spec.group)
         gone_idle = settings.gone_idle_seconds
         # Nothing moves before the operator's floor, whatever the spec asks: say so in the status
@@ -412,9 +459,9 @@ class Poller:
             gone_idle_ms=None if gone_idle is None else int(gone_idle * 1000),
         )
         pods: set[str] | None = None
-        if obs.consumers:
+        if observation.consumers:
             try:
-                pods = await self._pods(spec, actuator, obs)
+                pods = await self._pods(spec, seen.actuator, observation)
             except k.KubeError as exc:
                 logger.warning("%s/%s: cannot list pods: %s", *self.labels, exc)
         reclaimed = await reclaim(
@@ -422,13 +469,12 @@ class Poller:
             spec.stream,
             spec.group,
             spec.dead_letter_stream,
-            consumers=list(obs.consumers),
+            consumers=list(observation.consumers),
             pods=pods,
             rules=rules,
             max_pages=settings.max_move_pages,
             counter=counter,
         )
-        result.reclaimed = reclaimed
         # The count comes from the hash the move script increments with each move, never from
         # this process' memory: an operator killed between a move and its status write loses
         # nothing, its successor reports those moves here.
@@ -438,72 +484,87 @@ class Poller:
         self._report_moves(body, spec, reclaimed, dead_lettered)
         if reclaimed.removed:
             logger.info("%s/%s: removed gone consumers %s", *self.labels, reclaimed.removed)
-        # The mover acked what it moved: the backlog the policy sees must not count it.
-        pending = max(0, obs.pending - reclaimed.total)
-        backlog = obs.lag + pending
-
+        trimmed = 0
         if spec.retention is not None:
-            result.trimmed = await trim(client, spec.stream, spec.retention)
+            trimmed = await trim(client, spec.stream, spec.retention)
+        # The mover acked what it moved: the backlog the policy sees must not count it.
+        pending = max(0, observation.pending - reclaimed.total)
+        return Moves(reclaimed, dead_lettered, pending, idle_seconds, tuple(notes), trimmed)
 
+    async def _scale(
+        self, spec: ConsumerSpec, body: kopf.Body, seen: Seen, backlog: int
+    ) -> Decision:
+        """Decide on the replicas and apply the decision (target = the replicas afterwards)."""
+        policy, actuator, current = spec.policy, seen.actuator, seen.current
         now = time.monotonic()
         decision = decide(policy, self.state, backlog=backlog, current=current, now=now)
-        if decision.direction is not None and not just_read:
+        if decision.direction is not None and not seen.just_read:
             # About to act on a cached count: read it first, someone may have scaled by hand.
             fresh = await actuator.refresh()
             if fresh != current:
                 current = fresh
                 decision = decide(policy, self.state, backlog=backlog, current=current, now=now)
-        result.decision = decision
-        replicas = current
-        if decision.direction is not None:
-            await actuator.set_replicas(decision.target)
-            replicas = decision.target
-            self.state.last_scale_time = now
-            self.last_scale_time = st.now_iso()
-            m.SCALE_EVENTS.labels(*self.labels, decision.direction).inc()
-            kopf.info(
-                body,
-                reason="ScaledUp" if decision.direction == c.DIRECTION_UP else "ScaledDown",
-                message=f"{current} -> {decision.target} replicas: {decision.reason}",
-            )
-            logger.info(
-                "%s/%s: scaled %s from %d to %d: %s",
-                *self.labels,
-                decision.direction,
-                current,
-                decision.target,
-                decision.reason,
-            )
+        if decision.direction is None:
+            return decision
+        await actuator.set_replicas(decision.target)
+        self.state.last_scale_time = now
+        self.last_scale_time = st.now_iso()
+        m.SCALE_EVENTS.labels(*self.labels, decision.direction).inc()
+        kopf.info(
+            body,
+            reason="ScaledUp" if decision.direction == c.DIRECTION_UP else "ScaledDown",
+            message=f"{current} -> {decision.target} replicas: {decision.reason}",
+        )
+        logger.info(
+            "%s/%s: scaled %s from %d to %d: %s",
+            *self.labels,
+            decision.direction,
+            current,
+            decision.target,
+            decision.reason,
+        )
+        return decision
 
+    def _recovered(self, body: kopf.Body) -> None:
+        """A poll went through: end a failure streak (with an Event) and its backoff."""
         if self.failing is not None:
             kopf.info(body, reason="Recovered", message=f"polling again after: {self.failing}")
             logger.info("%s/%s: recovered", *self.labels)
             self.failing = None
         self.backoff.reset()
 
-        m.GROUP_LAG.labels(*self.labels).set(obs.lag)
-        m.GROUP_PENDING.labels(*self.labels).set(pending)
-        m.GROUP_CONSUMERS.labels(*self.labels).set(len(obs.consumers) - len(reclaimed.removed))
+    async def _report(
+        self, body: kopf.Body, observation: Observation, moves: Moves, decision: Decision
+    ) -> None:
+        """Metrics and the status subresource."""
+        replicas = decision.target
+        consumers = len(observation.consumers) - len(moves.reclaimed.removed)
+        m.GROUP_LAG.labels(*self.labels).set(observation.lag)
+        m.GROUP_PENDING.labels(*self.labels).set(moves.pending)
+        m.GROUP_CONSUMERS.labels(*self.labels).set(consumers)
         m.DESIRED_REPLICAS.labels(*self.labels).set(decision.desired)
         m.REPLICAS.labels(*self.labels).set(replicas)
+        backlog = observation.lag + moves.pending
         await self._write(
             {
                 "replicas": replicas,
                 "desiredReplicas": decision.desired,
-                "lag": obs.lag,
-                "lagEstimated": obs.lag_estimated,
-                "pending": pending,
-                "consumers": len(obs.consumers) - len(reclaimed.removed),
-                "deadLettered": dead_lettered,
-                "deadLetterIdleSeconds": idle_seconds,
+                "lag": observation.lag,
+                "lagEstimated": observation.lag_estimated,
+                "pending": moves.pending,
+                "consumers": consumers,
+                "deadLettered": moves.dead_lettered,
+                "deadLetterIdleSeconds": moves.idle_seconds,
                 "lastScaleTime": self.last_scale_time,
                 "observedGeneration": (body.get("metadata") or {}).get("generation"),
             },
             st.healthy(
-                replicas=replicas, backlog=backlog, lag_estimated=obs.lag_estimated, notes=notes
+                replicas=replicas,
+                backlog=backlog,
+                lag_estimated=observation.lag_estimated,
+                notes=moves.notes,
             ),
         )
-        return replicas
 
     def _report_moves(
         self, body: kopf.Body, spec: ConsumerSpec, reclaimed: Reclaimed, total: int
