@@ -21,7 +21,7 @@ import dataclasses
 import math
 from typing import Protocol
 
-from streamscale.operator import constants as c
+from streamscale.operator import constants
 
 
 class Actuator(Protocol):
@@ -40,12 +40,12 @@ class Actuator(Protocol):
 class Policy:
     """One StreamConsumer's `spec.scaling`, validated."""
 
-    min_replicas: int = c.DEFAULT_MIN_REPLICAS
-    max_replicas: int = c.DEFAULT_MAX_REPLICAS
-    backlog_per_replica: int = c.DEFAULT_BACKLOG_PER_REPLICA
-    activation_backlog: int = c.DEFAULT_ACTIVATION_BACKLOG
-    stabilization_seconds: float = c.DEFAULT_STABILIZATION_SECONDS
-    scale_down_fraction: float = c.DEFAULT_SCALE_DOWN_FRACTION
+    min_replicas: int = constants.DEFAULT_MIN_REPLICAS
+    max_replicas: int = constants.DEFAULT_MAX_REPLICAS
+    backlog_per_replica: int = constants.DEFAULT_BACKLOG_PER_REPLICA
+    activation_backlog: int = constants.DEFAULT_ACTIVATION_BACKLOG
+    stabilization_seconds: float = constants.DEFAULT_STABILIZATION_SECONDS
+    scale_down_fraction: float = constants.DEFAULT_SCALE_DOWN_FRACTION
     """One scale-down step removes at most this share of the replicas, rounded down (min. one)."""
 
     def __post_init__(self) -> None:
@@ -105,9 +105,9 @@ class Decision:
     def direction(self) -> str | None:
         """`up`, `down`, or None when the replicas stay."""
         if self.target > self.current:
-            return c.DIRECTION_UP
+            return constants.DIRECTION_UP
         if self.target < self.current:
-            return c.DIRECTION_DOWN
+            return constants.DIRECTION_DOWN
         return None
 
 
