@@ -416,7 +416,11 @@ class Poller:
             constants.ESTIMATE_LIMIT,
             policy.backlog_per_replica * policy.max_replicas + policy.activation_backlog + 1,
         )
-        observation = await observe(client, spec.stream, spec.group, estimate_limit=limit)
+        # A status with a lag means a poll saw the group: if it is gone now, it was destroyed.
+        seen_before = "lag" in (body.get("status") or {})
+        observation = await observe(
+            client, spec.stream, spec.group, estimate_limit=limit, seen_before=seen_before
+        )
         actuator = self.actuator
         if actuator is None or actuator.name != spec.deployment_name:
             actuator = self.actuator = DeploymentActuator(

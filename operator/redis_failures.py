@@ -19,8 +19,11 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streamscale.operator.observing import GroupMissing
+
 UNREACHABLE = "RedisUnavailable"
 REFUSED = "RedisRefused"
+GROUP_MISSING = "GroupMissing"
 
 NOT_ANSWERED = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError, TimeoutError)
 """Redis did not answer (or is still loading its data): retrying is all there is to do."""
@@ -38,6 +41,8 @@ class RedisFailure:
 
 def classify(exc: BaseException) -> RedisFailure:
     """`RedisUnavailable` when Redis did not answer, `RedisRefused` when it answered no."""
+    if isinstance(exc, GroupMissing):
+        return RedisFailure(GROUP_MISSING, f"{exc}; replicas left unchanged")
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, NOT_ANSWERED) and not isinstance(exc, DENIED):
         return RedisFailure(
@@ -57,5 +62,5 @@ def classify(exc: BaseException) -> RedisFailure:
     )
 
 
-FAILURES = (RedisError, OSError, TimeoutError)
+FAILURES = (RedisError, OSError, TimeoutError, GroupMissing)
 """What a poll catches as a Redis failure (and `classify`s)."""

@@ -505,3 +505,34 @@ async def test_an_acl_refusal_is_reported_as_refused_not_unreachable(
             assert not h.events(kmock, "RedisUnavailable")
     finally:
         await redis.execute_command("ACL", "DELUSER", user)
+
+
+async def test_a_destroyed_group_is_not_recreated_at_the_start_of_a_stream_with_entries(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    """Recreating it at 0 would make the consumers replay the whole stream."""
+    stream, group = names("orders"), "writers"
+    for n in range(5):
+        await redis.xadd(stream, {"n": str(n)})
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url)
+    )
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        # The first poll creates the missing group: a new StreamConsumer over an existing stream.
+        await h.eventually(lambda: h.status(kmock, "orders").get("lag") == 5)
+        await redis.xgroup_destroy(stream, group)
+        await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
+        degraded = next(
+            c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Degraded"
+        )
+        assert degraded["reason"] == "GroupMissing"
+        assert "XGROUP CREATE" in degraded["message"]
+        await asyncio.sleep(1)  # several polls: none may recreate it
+        assert await redis.xinfo_groups(stream) == []
+        await redis.xgroup_create(stream, group, id="$")
+        await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "False")
+        assert h.status(kmock, "orders")["lag"] == 0
