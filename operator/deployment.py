@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streamscale.core.constants import PATH_HEALTHZ, PATH_READYZ
-from streamscale.operator import constants as c
+from streamscale.operator import constants
 from streamscale.operator.specs import ConsumerSpec, NoRedis, SecretRef, SpecError
 
 
@@ -23,7 +23,7 @@ def has_password(url: str) -> bool:
 
 def selector_labels(name: str) -> dict[str, str]:
     """The labels that select one StreamConsumer's consumer pods."""
-    return {c.LABEL_NAME: c.CONSUMER_APP, c.LABEL_INSTANCE: name}
+    return {constants.LABEL_NAME: constants.CONSUMER_APP, constants.LABEL_INSTANCE: name}
 
 
 def _env(name: str, value: str) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def consumer_env(spec: ConsumerSpec, default_redis_url: str | None) -> list[dict
         _env("STREAMSCALE_NAME", spec.name),
         _env("STREAMSCALE_DEAD_LETTER_STREAM", spec.dead_letter_stream),
         _env("STREAMSCALE_MAX_DELIVERIES", str(spec.max_deliveries)),
-        _env("STREAMSCALE_HTTP_PORT", str(c.METRICS_PORT)),
+        _env("STREAMSCALE_HTTP_PORT", str(constants.METRICS_PORT)),
     ]
     if spec.model:
         env.append(_env("STREAMSCALE_MODEL", spec.model))
@@ -93,16 +93,16 @@ def build_deployment(
     """The consumer Deployment the operator owns for `spec` (restricted security profile)."""
     labels = {
         **selector_labels(spec.name),
-        c.LABEL_COMPONENT: "consumer",
-        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        constants.LABEL_COMPONENT: "consumer",
+        constants.LABEL_MANAGED_BY: constants.MANAGED_BY,
     }
-    probe = {"port": c.METRICS_PORT_NAME}
+    probe = {"port": constants.METRICS_PORT_NAME}
     container = {
-        "name": c.CONTAINER_NAME,
+        "name": constants.CONTAINER_NAME,
         "image": spec.image or default_image,
         "args": ["consume"],
         "env": consumer_env(spec, default_redis_url),
-        "ports": [{"name": c.METRICS_PORT_NAME, "containerPort": c.METRICS_PORT}],
+        "ports": [{"name": constants.METRICS_PORT_NAME, "containerPort": constants.METRICS_PORT}],
         "resources": dict(spec.resources),
         "livenessProbe": {
             "httpGet": {"path": PATH_HEALTHZ, **probe},
@@ -116,8 +116,8 @@ def build_deployment(
         },
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": c.RUN_AS_USER,
-            "runAsGroup": c.RUN_AS_USER,
+            "runAsUser": constants.RUN_AS_USER,
+            "runAsGroup": constants.RUN_AS_USER,
             "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
@@ -135,8 +135,8 @@ def build_deployment(
             "labels": labels,
             "ownerReferences": [
                 {
-                    "apiVersion": f"{c.GROUP}/{c.VERSION}",
-                    "kind": c.KIND,
+                    "apiVersion": f"{constants.GROUP}/{constants.VERSION}",
+                    "kind": constants.KIND,
                     "name": meta.get("name", spec.name),
                     "uid": meta.get("uid", ""),
                     "controller": True,
@@ -152,23 +152,25 @@ def build_deployment(
                     "labels": labels,
                     "annotations": {
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(c.METRICS_PORT),
+                        "prometheus.io/port": str(constants.METRICS_PORT),
                         "prometheus.io/path": "/metrics",
                     },
                 },
                 "spec": {
                     # Consumers never call the Kubernetes API: no token in the pod to leak.
                     "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": c.TERMINATION_GRACE_SECONDS,
+                    "terminationGracePeriodSeconds": constants.TERMINATION_GRACE_SECONDS,
                     "securityContext": {
                         "runAsNonRoot": True,
-                        "runAsUser": c.RUN_AS_USER,
-                        "runAsGroup": c.RUN_AS_USER,
-                        "fsGroup": c.RUN_AS_USER,
+                        "runAsUser": constants.RUN_AS_USER,
+                        "runAsGroup": constants.RUN_AS_USER,
+                        "fsGroup": constants.RUN_AS_USER,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": c.TMP_SIZE_LIMIT}}],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {"sizeLimit": constants.TMP_SIZE_LIMIT}}
+                    ],
                 },
             },
         },

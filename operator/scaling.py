@@ -26,7 +26,7 @@ import dataclasses
 import math
 from typing import Protocol
 
-from streamscale.operator import constants as c
+from streamscale.operator import constants
 from streamscale.operator.forecasting import Rates
 
 
@@ -46,21 +46,21 @@ class Actuator(Protocol):
 class Policy:
     """One StreamConsumer's `spec.scaling`, validated."""
 
-    min_replicas: int = c.DEFAULT_MIN_REPLICAS
-    max_replicas: int = c.DEFAULT_MAX_REPLICAS
-    backlog_per_replica: int = c.DEFAULT_BACKLOG_PER_REPLICA
-    activation_backlog: int = c.DEFAULT_ACTIVATION_BACKLOG
-    stabilization_seconds: float = c.DEFAULT_STABILIZATION_SECONDS
-    scale_down_fraction: float = c.DEFAULT_SCALE_DOWN_FRACTION
+    min_replicas: int = constants.DEFAULT_MIN_REPLICAS
+    max_replicas: int = constants.DEFAULT_MAX_REPLICAS
+    backlog_per_replica: int = constants.DEFAULT_BACKLOG_PER_REPLICA
+    activation_backlog: int = constants.DEFAULT_ACTIVATION_BACKLOG
+    stabilization_seconds: float = constants.DEFAULT_STABILIZATION_SECONDS
+    scale_down_fraction: float = constants.DEFAULT_SCALE_DOWN_FRACTION
     """One scale-down step removes at most this share of the replicas, rounded down (min. one)."""
-    mode: str = c.MODE_BACKLOG
+    mode: str = constants.MODE_BACKLOG
     target_drain_seconds: float | None = None
     """drainTime mode: drain the backlog within this many seconds."""
 
     def __post_init__(self) -> None:
-        if self.mode not in c.MODES:
-            raise ValueError(f"mode must be one of {', '.join(c.MODES)}, got {self.mode!r}")
-        if self.mode == c.MODE_DRAIN_TIME and not (self.target_drain_seconds or 0) > 0:
+        if self.mode not in constants.MODES:
+            raise ValueError(f"mode must be one of {', '.join(constants.MODES)}, got {self.mode!r}")
+        if self.mode == constants.MODE_DRAIN_TIME and not (self.target_drain_seconds or 0) > 0:
             raise ValueError("mode drainTime needs targetDrainSeconds > 0")
         if self.min_replicas < 0:
             raise ValueError(f"minReplicas must be >= 0, got {self.min_replicas}")
@@ -113,28 +113,28 @@ class Decision:
     """What to set the replicas to (equal to `current` when nothing changes)."""
     current: int
     reason: str
-    basis: str = c.MODE_BACKLOG
+    basis: str = constants.MODE_BACKLOG
     """What `desired` was computed from: `backlog`, or `drainTime` when the rates were known."""
 
     @property
     def direction(self) -> str | None:
         """`up`, `down`, or None when the replicas stay."""
         if self.target > self.current:
-            return c.DIRECTION_UP
+            return constants.DIRECTION_UP
         if self.target < self.current:
-            return c.DIRECTION_DOWN
+            return constants.DIRECTION_DOWN
         return None
 
 
 def wanted_replicas(policy: Policy, backlog: int, rates: Rates | None = None) -> tuple[int, str]:
     """Rule 1 before clamping: the replicas wanted, and the mode they were computed in."""
-    if policy.mode == c.MODE_DRAIN_TIME and rates is not None:
+    if policy.mode == constants.MODE_DRAIN_TIME and rates is not None:
         arrival, per_replica = rates.arrival, rates.per_replica
         if arrival is not None and per_replica is not None and per_replica > 0:
             assert policy.target_drain_seconds is not None  # checked by Policy
             need = arrival + backlog / policy.target_drain_seconds
-            return math.ceil(need / per_replica), c.MODE_DRAIN_TIME
-    return math.ceil(backlog / policy.backlog_per_replica), c.MODE_BACKLOG
+            return math.ceil(need / per_replica), constants.MODE_DRAIN_TIME
+    return math.ceil(backlog / policy.backlog_per_replica), constants.MODE_BACKLOG
 
 
 def desired_replicas(policy: Policy, backlog: int, current: int, rates: Rates | None = None) -> int:
@@ -178,13 +178,13 @@ def decide(
     """
     desired, basis = _desired(policy, backlog, current, rates)
     asks = f"backlog {backlog} asks for"
-    if basis == c.MODE_DRAIN_TIME:
+    if basis == constants.MODE_DRAIN_TIME:
         assert rates is not None and rates.arrival is not None
         asks = (
             f"backlog {backlog} at {rates.arrival:.4g}/s arriving, to drain within"
             f" {policy.target_drain_seconds:g}s, asks for"
         )
-    elif policy.mode == c.MODE_DRAIN_TIME:
+    elif policy.mode == constants.MODE_DRAIN_TIME:
         asks = f"rates not known yet, backlog mode: backlog {backlog} asks for"
     stabilized = state.remember(now, desired, policy.stabilization_seconds)
     if desired >= current:

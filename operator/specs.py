@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
-from streamscale.operator import constants as c
+from streamscale.operator import constants
 from streamscale.operator.scaling import Policy
 
 
@@ -133,21 +133,21 @@ def parse(
         )
     try:
         policy = Policy(
-            min_replicas=int(_number(scaling, "minReplicas", c.DEFAULT_MIN_REPLICAS)),
-            max_replicas=int(_number(scaling, "maxReplicas", c.DEFAULT_MAX_REPLICAS)),
+            min_replicas=int(_number(scaling, "minReplicas", constants.DEFAULT_MIN_REPLICAS)),
+            max_replicas=int(_number(scaling, "maxReplicas", constants.DEFAULT_MAX_REPLICAS)),
             backlog_per_replica=int(
-                _number(scaling, "backlogPerReplica", c.DEFAULT_BACKLOG_PER_REPLICA)
+                _number(scaling, "backlogPerReplica", constants.DEFAULT_BACKLOG_PER_REPLICA)
             ),
             activation_backlog=int(
-                _number(scaling, "activationBacklog", c.DEFAULT_ACTIVATION_BACKLOG)
+                _number(scaling, "activationBacklog", constants.DEFAULT_ACTIVATION_BACKLOG)
             ),
             stabilization_seconds=_number(
-                scaling, "scaleDownStabilizationSeconds", c.DEFAULT_STABILIZATION_SECONDS
+                scaling, "scaleDownStabilizationSeconds", constants.DEFAULT_STABILIZATION_SECONDS
             ),
         )
     except ValueError as exc:
         raise SpecError(f"spec.scaling: {exc}") from exc
-    poll_seconds = _number(scaling, "pollSeconds", c.DEFAULT_POLL_SECONDS)
+    poll_seconds = _number(scaling, "pollSeconds", constants.DEFAULT_POLL_SECONDS)
     if poll_seconds <= 0:
         raise SpecError("spec.scaling.pollSeconds must be > 0")
     retention = None
@@ -174,8 +174,8 @@ def parse(
         policy=policy,
         poll_seconds=poll_seconds,
         dead_letter_stream=dead_letter.get("stream") or str(stream) + DEAD_LETTER_SUFFIX,
-        max_deliveries=int(dead_letter.get("maxDeliveries", c.DEFAULT_MAX_DELIVERIES)),
-        idle_seconds=float(dead_letter.get("idleSeconds", c.DEFAULT_IDLE_SECONDS)),
+        max_deliveries=int(dead_letter.get("maxDeliveries", constants.DEFAULT_MAX_DELIVERIES)),
+        idle_seconds=float(dead_letter.get("idleSeconds", constants.DEFAULT_IDLE_SECONDS)),
         retention=retention,
         creation_timestamp=creation_timestamp,
     )
