@@ -3,7 +3,8 @@
 Entry point: `streamscale.operator.running.run(namespaces, all_namespaces)` (what
 `streamscale operate` calls), or `operate(...)` to run it inside an event loop.
 
-Layers, from the bottom: `constants`; `settings` and the pure `scaling` policy with its
+Layers, from the bottom: `constants`; `forecasting` (arrival, service and per-replica rates from
+consecutive polls); `settings` and the pure `scaling` policy with its
 `Actuator` protocol; `specs` (a StreamConsumer's spec, typed); `deployment` (the Deployment made
 from it); `observing` (XINFO GROUPS / CONSUMERS, with the NULL-lag estimate), `reclaiming` (the
 dead-letter mover), `retention` (XTRIM MINID); `kube` (a small API client), `status`, `metrics`,
