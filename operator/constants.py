@@ -75,3 +75,7 @@ REPLICAS: Final = "streamscale_replicas"
 DEAD_LETTERED_TOTAL: Final = "streamscale_dead_lettered"  # prometheus-client appends _total
 SCALE_EVENTS_TOTAL: Final = "streamscale_scale_events"  # prometheus-client appends _total
 POLL_SECONDS: Final = "streamscale_poll_seconds"
+ARRIVAL_RATE: Final = "streamscale_arrival_rate"
+SERVICE_RATE: Final = "streamscale_service_rate"
+REPLICA_THROUGHPUT: Final = "streamscale_replica_throughput"
+PREDICTED_DRAIN_SECONDS: Final = "streamscale_predicted_drain_seconds"

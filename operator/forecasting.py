@@ -47,6 +47,8 @@ class Rates:
     arrival: float | None = None
     service: float | None = None
     per_replica: float | None = None
+    arriving: bool = False
+    """Entries were added since the previous poll (the smoothed rate only tends to zero)."""
 
     def drain_seconds(self, backlog: int, replicas: int) -> float | None:
         """How long `replicas` take to drain `backlog` at these rates (inf when they never do)."""
@@ -91,11 +93,13 @@ class RateEstimator:
             return self.rates
         arrival, service = self.rates.arrival, self.rates.service
         per_replica = self.rates.per_replica
+        arriving = False
         if now.entries_added is not None and last.entries_added is not None:
             added = now.entries_added - last.entries_added
             if added < 0:  # Redis restarted empty or the stream was re-created
                 return self._reset()
             arrival = _smooth(arrival, added / elapsed, elapsed, self.half_life)
+            arriving = added > 0
         if now.completed is not None and last.completed is not None:
             done = now.completed - last.completed
             if done < 0:
@@ -108,7 +112,9 @@ class RateEstimator:
                 old = per_replica if self.learned else None  # a real sample replaces the seed
                 per_replica = _smooth(old, sample / now.replicas, elapsed, self.half_life)
                 self.learned = True
-        self.rates = Rates(arrival=arrival, service=service, per_replica=per_replica)
+        self.rates = Rates(
+            arrival=arrival, service=service, per_replica=per_replica, arriving=arriving
+        )
         return self.rates
 
     def _reset(self) -> Rates:

@@ -18,6 +18,19 @@ GROUP_PENDING = Gauge(constants.GROUP_PENDING, "Entries delivered but not acknow
 GROUP_CONSUMERS = Gauge(constants.GROUP_CONSUMERS, "Consumers registered in the group.", LABELS)
 DESIRED_REPLICAS = Gauge(constants.DESIRED_REPLICAS, "Replicas the backlog asks for.", LABELS)
 REPLICAS = Gauge(constants.REPLICAS, "Replicas set on the consumer Deployment.", LABELS)
+ARRIVAL_RATE = Gauge(constants.ARRIVAL_RATE, "Entries added to the stream per second.", LABELS)
+SERVICE_RATE = Gauge(
+    constants.SERVICE_RATE, "Entries the group completed (read, no longer pending) per second.",
+    LABELS,
+)  # fmt: skip
+REPLICA_THROUGHPUT = Gauge(
+    constants.REPLICA_THROUGHPUT, "Entries per second one busy replica gets through.", LABELS
+)
+PREDICTED_DRAIN_SECONDS = Gauge(
+    constants.PREDICTED_DRAIN_SECONDS,
+    "Seconds until the backlog is drained at the current rates (+Inf: it grows).",
+    LABELS,
+)
 
 
 class DeadLetteredCollector(Collector):
@@ -70,6 +83,10 @@ def forget(namespace: str, name: str) -> None:
         DESIRED_REPLICAS,
         REPLICAS,
         POLL_SECONDS,
+        ARRIVAL_RATE,
+        SERVICE_RATE,
+        REPLICA_THROUGHPUT,
+        PREDICTED_DRAIN_SECONDS,
     ):
         with contextlib.suppress(KeyError):
             metric.remove(namespace, name)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -31,6 +33,15 @@ class Observation:
     pending: int
     consumers: tuple[ConsumerInfo, ...]
     group: GroupInfo
+    entries_added: int | None = None
+    """`XINFO STREAM` entries-added: every entry ever added (the arrival counter)."""
+
+    @property
+    def completed(self) -> int | None:
+        """Entries delivered to the group and no longer pending (the service counter)."""
+        if self.group.entries_read is None:
+            return None
+        return max(0, self.group.entries_read - self.pending)
 
     @property
     def backlog(self) -> int:
@@ -70,18 +81,31 @@ async def observe(
         info = await group_info(redis, stream, group)
         if info is None:
             raise RuntimeError(f"group {group} of stream {stream} vanished right after creation")
+    stream_info = await _stream_info(redis, stream)
     if info.lag is None:
         lag, _ = await estimate_unread(redis, stream, info, limit=estimate_limit)
         estimated = True
     else:
-        lag, estimated = await checked_lag(redis, stream, info), False
+        lag, estimated = checked_lag(info, stream_info), False
     consumers = tuple(await consumer_infos(redis, stream, group)) if info.consumers else ()
+    added = stream_info.get("entries-added")
     return Observation(
-        lag=lag, lag_estimated=estimated, pending=info.pending, consumers=consumers, group=info
+        lag=lag,
+        lag_estimated=estimated,
+        pending=info.pending,
+        consumers=consumers,
+        group=info,
+        entries_added=None if added is None else int(added),
     )
 
 
-async def checked_lag(redis: aioredis.Redis, stream: str, info: GroupInfo) -> int:
+async def _stream_info(redis: aioredis.Redis, stream: str) -> dict[str, Any]:
+    """`XINFO STREAM` (O(1) without FULL) with text keys."""
+    raw = await redis.execute_command("XINFO", "STREAM", stream)
+    return {as_str(k): v for k, v in (raw.items() if isinstance(raw, dict) else [])}
+
+
+def checked_lag(info: GroupInfo, stream_info: Mapping[str, Any]) -> int:
     """`XINFO GROUPS` lag, checked against the stream's own bounds.
 
     redis-server 7.0 restores a group's entries-read from the last AOF rewrite, so after a
@@ -92,8 +116,6 @@ async def checked_lag(redis: aioredis.Redis, stream: str, info: GroupInfo) -> in
     assert info.lag is not None
     if info.lag == 0:
         return 0
-    raw = await redis.execute_command("XINFO", "STREAM", stream)
-    stream_info = {as_str(k): v for k, v in (raw.items() if isinstance(raw, dict) else [])}
     last_generated = as_str(stream_info.get("last-generated-id"))
     if last_generated and id_key(info.last_delivered_id) >= id_key(last_generated):
         return 0

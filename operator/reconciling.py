@@ -23,6 +23,7 @@ from streamscale.core.deadletter import Scripts, counter_key, read_counts
 from streamscale.core.streams import connect
 from streamscale.operator import constants, metrics, redis_failures
 from streamscale.operator.deployment import build_deployment
+from streamscale.operator.forecasting import Counters, RateEstimator, Rates
 from streamscale.operator.kube import (
     Kube,
     KubeError,
@@ -325,6 +326,7 @@ class Poller:
         self.namespace = namespace
         self.name = name
         self.state = ScalingState()
+        self.rates = RateEstimator()
         status = status or {}
         self.dead_lettered = int(status.get("deadLettered") or 0)
         """The count last reported (status and Events); Redis' counter hash is the truth."""
@@ -403,10 +405,25 @@ class Poller:
         moves = await self._reclaim(spec, body, client, scripts, seen)
         result.reclaimed, result.trimmed = moves.reclaimed, moves.trimmed
         backlog = seen.observation.lag + moves.pending
-        decision = result.decision = await self._scale(spec, body, seen, backlog)
+        rates = self._rates(spec, seen, backlog)
+        decision = result.decision = await self._scale(spec, body, seen, backlog, rates)
         self._recovered(body)
-        await self._report(body, seen.observation, moves, decision)
+        await self._report(body, seen.observation, moves, decision, rates)
         return decision.target
+
+    def _rates(self, spec: ConsumerSpec, seen: Seen, backlog: int) -> Rates:
+        """Arrival, service and per-replica rates from this poll's counters and the last's."""
+        if self.rates.seed_per_replica != spec.replica_throughput:
+            self.rates = RateEstimator(seed_per_replica=spec.replica_throughput)
+        observation = seen.observation
+        counters = Counters(
+            time=time.monotonic(),
+            entries_added=observation.entries_added,
+            completed=observation.completed,
+            backlog=backlog,
+            replicas=seen.current,
+        )
+        return self.rates.update(counters)
 
     async def _observe(self, spec: ConsumerSpec, body: kopf.Body, client: aioredis.Redis) -> Seen:
         """The group's state in Redis and the Deployment's replicas (created when missing)."""
@@ -504,18 +521,22 @@ class Poller:
         return Moves(reclaimed, dead_lettered, pending, idle_seconds, tuple(notes), trimmed)
 
     async def _scale(
-        self, spec: ConsumerSpec, body: kopf.Body, seen: Seen, backlog: int
+        self, spec: ConsumerSpec, body: kopf.Body, seen: Seen, backlog: int, rates: Rates
     ) -> Decision:
         """Decide on the replicas and apply the decision (target = the replicas afterwards)."""
         policy, actuator, current = spec.policy, seen.actuator, seen.current
         now = time.monotonic()
-        decision = decide(policy, self.state, backlog=backlog, current=current, now=now)
+        decision = decide(
+            policy, self.state, backlog=backlog, current=current, now=now, rates=rates
+        )
         if decision.direction is not None and not seen.just_read:
             # About to act on a cached count: read it first, someone may have scaled by hand.
             fresh = await actuator.refresh()
             if fresh != current:
                 current = fresh
-                decision = decide(policy, self.state, backlog=backlog, current=current, now=now)
+                decision = decide(
+                    policy, self.state, backlog=backlog, current=current, now=now, rates=rates
+                )
         if decision.direction is None:
             return decision
         await actuator.set_replicas(decision.target)
@@ -546,7 +567,12 @@ class Poller:
         self.backoff.reset()
 
     async def _report(
-        self, body: kopf.Body, observation: Observation, moves: Moves, decision: Decision
+        self,
+        body: kopf.Body,
+        observation: Observation,
+        moves: Moves,
+        decision: Decision,
+        rates: Rates,
     ) -> None:
         """Metrics and the status subresource."""
         replicas = decision.target
@@ -557,8 +583,25 @@ class Poller:
         metrics.DESIRED_REPLICAS.labels(*self.labels).set(decision.desired)
         metrics.REPLICAS.labels(*self.labels).set(replicas)
         backlog = observation.lag + moves.pending
+        drain = rates.drain_seconds(backlog, replicas)
+        for gauge, value in (
+            (metrics.ARRIVAL_RATE, rates.arrival),
+            (metrics.SERVICE_RATE, rates.service),
+            (metrics.REPLICA_THROUGHPUT, rates.per_replica),
+            (metrics.PREDICTED_DRAIN_SECONDS, drain),
+        ):
+            if value is not None:
+                gauge.labels(*self.labels).set(value)
         await self._write(
             {
+                "scalingBasis": decision.basis,
+                "arrivalRate": _rounded(rates.arrival),
+                "serviceRate": _rounded(rates.service),
+                "replicaThroughput": _rounded(rates.per_replica),
+                # JSON has no infinity: a backlog that never drains at these rates is -1.
+                "predictedDrainSeconds": None
+                if drain is None
+                else (-1 if math.isinf(drain) else _rounded(drain)),
                 "replicas": replicas,
                 "desiredReplicas": decision.desired,
                 "lag": observation.lag,
@@ -624,3 +667,8 @@ class Poller:
 
 def _without_times(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in item.items() if k != "lastTransitionTime"} for item in conditions]
+
+
+def _rounded(value: float | None) -> float | None:
+    """Status numbers to two decimals: enough to read, and a status that changes less often."""
+    return None if value is None else round(value, 2)

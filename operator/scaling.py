@@ -126,14 +126,25 @@ class Decision:
         return None
 
 
-def wanted_replicas(policy: Policy, backlog: int, rates: Rates | None = None) -> tuple[int, str]:
+DRAIN_HEADROOM = 0.1
+"""drainTime mode scales down only to replicas that keep 10% headroom over the capacity needed:
+near a whole number of replicas' worth of load, rates that wobble by a percent from poll to
+poll must not remove a replica that the next poll adds back."""
+
+
+def wanted_replicas(
+    policy: Policy, backlog: int, rates: Rates | None = None, current: int = 0
+) -> tuple[int, str]:
     """Rule 1 before clamping: the replicas wanted, and the mode they were computed in."""
     if policy.mode == constants.MODE_DRAIN_TIME and rates is not None:
         arrival, per_replica = rates.arrival, rates.per_replica
         if arrival is not None and per_replica is not None and per_replica > 0:
             assert policy.target_drain_seconds is not None  # checked by Policy
             need = arrival + backlog / policy.target_drain_seconds
-            return math.ceil(need / per_replica), constants.MODE_DRAIN_TIME
+            wanted = math.ceil(need / per_replica)
+            if wanted < current:
+                wanted = min(current, math.ceil(need / (per_replica * (1 - DRAIN_HEADROOM))))
+            return wanted, constants.MODE_DRAIN_TIME
     return math.ceil(backlog / policy.backlog_per_replica), constants.MODE_BACKLOG
 
 
@@ -145,11 +156,12 @@ def desired_replicas(policy: Policy, backlog: int, current: int, rates: Rates | 
 def _desired(policy: Policy, backlog: int, current: int, rates: Rates | None) -> tuple[int, str]:
     if backlog < 0:
         raise ValueError(f"backlog must be >= 0, got {backlog}")
-    wanted, basis = wanted_replicas(policy, backlog, rates)
+    wanted, basis = wanted_replicas(policy, backlog, rates, current)
     if current <= 0 and backlog <= policy.activation_backlog:
         return policy.min_replicas, basis
     floor = policy.min_replicas
-    if backlog > 0:
+    arriving = policy.mode == constants.MODE_DRAIN_TIME and rates is not None and rates.arriving
+    if backlog > 0 or arriving:  # drainTime: entries still arriving need someone to serve them
         floor = max(floor, 1)
     return max(floor, min(policy.max_replicas, wanted)), basis
 

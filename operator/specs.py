@@ -79,6 +79,8 @@ class ConsumerSpec:
     env: tuple[Mapping[str, Any], ...]
     scale_target: str | None
     policy: Policy
+    replica_throughput: float | None
+    """drainTime mode: entries per second one replica gets through, until one is measured."""
     poll_seconds: float
     dead_letter_stream: str
     max_deliveries: int
@@ -106,6 +108,10 @@ def _number(raw: Mapping[str, Any], key: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SpecError(f"spec.scaling.{key} must be a number, got {value!r}")
     return float(value)
+
+
+def _optional_number(raw: Mapping[str, Any], key: str) -> float | None:
+    return None if raw.get(key) is None else _number(raw, key, 0.0)
 
 
 def parse(
@@ -144,9 +150,14 @@ def parse(
             stabilization_seconds=_number(
                 scaling, "scaleDownStabilizationSeconds", constants.DEFAULT_STABILIZATION_SECONDS
             ),
+            mode=str(scaling.get("mode") or constants.MODE_BACKLOG),
+            target_drain_seconds=_optional_number(scaling, "targetDrainSeconds"),
         )
     except ValueError as exc:
         raise SpecError(f"spec.scaling: {exc}") from exc
+    replica_throughput = _optional_number(scaling, "replicaThroughput")
+    if replica_throughput is not None and replica_throughput <= 0:
+        raise SpecError("spec.scaling.replicaThroughput must be > 0")
     poll_seconds = _number(scaling, "pollSeconds", constants.DEFAULT_POLL_SECONDS)
     if poll_seconds <= 0:
         raise SpecError("spec.scaling.pollSeconds must be > 0")
@@ -172,6 +183,7 @@ def parse(
         env=tuple(consumer.get("env") or ()),
         scale_target=target.get("name") or None,
         policy=policy,
+        replica_throughput=replica_throughput,
         poll_seconds=poll_seconds,
         dead_letter_stream=dead_letter.get("stream") or str(stream) + DEAD_LETTER_SUFFIX,
         max_deliveries=int(dead_letter.get("maxDeliveries", constants.DEFAULT_MAX_DELIVERIES)),

@@ -35,7 +35,7 @@ from streamscale.cli.local import LocalConsumers, LocalError, RedisProcess
 from streamscale.core import streams as s
 from streamscale.core.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE, X_ORIGINAL_ID
 from streamscale.core.deadletter import Scripts
-from streamscale.operator import scaling
+from streamscale.operator import forecasting, scaling
 
 STREAM = "orders"
 GROUP = "order-writers"
@@ -62,6 +62,8 @@ class DemoOptions:
     database_url: str | None = None
     max_replicas: int = 4
     backlog_per_replica: int = 2_000
+    mode: str = "backlog"
+    target_drain_seconds: float = 10.0
     duration: float | None = None
     rate: float | None = None
     live: bool = False
@@ -149,6 +151,24 @@ async def backlog_of(redis: aioredis.Redis) -> tuple[int, s.GroupInfo | None]:
     return lag + info.pending, info
 
 
+async def counters(
+    redis: aioredis.Redis, info: s.GroupInfo | None, backlog: int, actuator: LocalConsumers
+) -> forecasting.Counters:
+    """What the operator's rate estimator reads at a poll, for drainTime mode."""
+    stream_info = await redis.xinfo_stream(STREAM)
+    added = stream_info.get("entries-added")
+    completed = None
+    if info is not None and info.entries_read is not None:
+        completed = max(0, info.entries_read - info.pending)
+    return forecasting.Counters(
+        time=time.monotonic(),
+        entries_added=None if added is None else int(added),
+        completed=completed,
+        backlog=backlog,
+        replicas=await actuator.get_replicas(),
+    )
+
+
 class Demo:
     def __init__(self, options: DemoOptions, console: Console) -> None:
         self.options = options
@@ -159,8 +179,11 @@ class Demo:
             max_replicas=options.max_replicas,
             backlog_per_replica=options.backlog_per_replica,
             stabilization_seconds=STABILIZATION_SECONDS,
+            mode=options.mode,
+            target_drain_seconds=options.target_drain_seconds,
         )
         self.scaling_state = scaling.ScalingState()
+        self.rates = forecasting.RateEstimator()
         self.stop = asyncio.Event()
         self.drained = False
         self.interrupted = False
@@ -196,9 +219,15 @@ class Demo:
 
     async def scale(self, redis: aioredis.Redis, actuator: LocalConsumers) -> None:
         while not self.stop.is_set():
-            backlog, _info = await backlog_of(redis)
+            backlog, info = await backlog_of(redis)
+            rates = self.rates.update(await counters(redis, info, backlog, actuator))
             decision = await scaling.step(
-                actuator, self.policy, self.scaling_state, backlog=backlog, now=time.monotonic()
+                actuator,
+                self.policy,
+                self.scaling_state,
+                backlog=backlog,
+                now=time.monotonic(),
+                rates=rates,
             )
             self.state.backlog = backlog
             self.state.desired = decision.desired

@@ -647,6 +647,10 @@ def dlq_purge(
               help="Store here (default: SQLite in a temporary directory).")  # fmt: skip
 @click.option("--max-replicas", type=click.IntRange(1, 16), default=4, show_default=True)
 @click.option("--backlog-per-replica", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--mode", type=click.Choice(["backlog", "drainTime"]), default="backlog",
+              show_default=True, help="Scale on the backlog, or on a drain time.")  # fmt: skip
+@click.option("--target-drain-seconds", type=click.FloatRange(min=1), default=10.0,
+              show_default=True, help="drainTime mode: drain the backlog within this.")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(min=1), default=None,
               help="Stop after this long (default: once drained and scaled in).")  # fmt: skip
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,

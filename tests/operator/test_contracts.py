@@ -49,6 +49,7 @@ DEFAULTED: dict[tuple[str, str], Any] = {
     ("scaling", "activationBacklog"): lambda s: s.policy.activation_backlog,
     ("scaling", "pollSeconds"): lambda s: s.poll_seconds,
     ("scaling", "scaleDownStabilizationSeconds"): lambda s: s.policy.stabilization_seconds,
+    ("scaling", "mode"): lambda s: s.policy.mode,
     ("deadLetter", "maxDeliveries"): lambda s: s.max_deliveries,
     ("deadLetter", "idleSeconds"): lambda s: s.idle_seconds,
 }

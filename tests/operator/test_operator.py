@@ -536,3 +536,36 @@ async def test_a_destroyed_group_is_not_recreated_at_the_start_of_a_stream_with_
         await redis.xgroup_create(stream, group, id="$")
         await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "False")
         assert h.status(kmock, "orders")["lag"] == 0
+
+
+async def test_drain_time_mode_reports_its_rates_and_scales_on_them(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    h.declare_resources(kmock)
+    body = spec(stream, group, redis_server.url)
+    body["scaling"] = {  # type: ignore[index]
+        **body["scaling"],  # type: ignore[dict-item]
+        "mode": "drainTime", "targetDrainSeconds": 10, "replicaThroughput": 20,
+    }  # fmt: skip
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.status(kmock, "orders").get("scalingBasis") == "backlog")
+        # Entries arrive at about 100/s for 1.5 s: several polls measure the arrival rate.
+        for n in range(150):
+            await redis.xadd(stream, {"n": str(n)})
+            if n % 5 == 4:
+                await asyncio.sleep(0.05)
+        await h.eventually(lambda: h.status(kmock, "orders").get("scalingBasis") == "drainTime")
+        status = h.status(kmock, "orders")
+        assert status["arrivalRate"] > 0 and status["replicaThroughput"] == 20
+        # (arrival + backlog / 10 s) / 20 per replica, clamped to maxReplicas 5: nobody reads,
+        # so the backlog alone (>= 100 entries) asks for the maximum.
+        assert status["desiredReplicas"] == 5
+        assert status["predictedDrainSeconds"] is not None
+        await h.eventually(lambda: h.replicas(kmock, "orders") == 5)
+        events = h.events(kmock, "ScaledUp")
+        assert any("to drain within 10s" in str(e) for e in events), events
