@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST_ARGS ?=
 
-.PHONY: all install lint typecheck test bench chaos demo clean
+.PHONY: all install lint typecheck test bench chaos demo clean cluster-bins e2e demo-cluster
 
 all: lint test
 
@@ -47,6 +47,18 @@ chaos: install ## the full chaos soak (1,000,000 messages); the short version ru
 
 demo: install ## the whole system on one machine, on embedded defaults
 	$(BIN)/streamscale demo
+
+# etcd, kube-apiserver, kube-controller-manager, kubectl and helm built from the versions pinned in
+# tools/k8s (Go module proxy), cached in ~/.cache/streamscale/k8s-<version>; reused once built.
+cluster-bins: ## build (once) the local Kubernetes control plane of `make e2e`
+	@start=$$(date +%s); tools/k8s/build.sh >/dev/null; \
+	echo "cluster-bins: $$(( $$(date +%s) - start ))s"
+
+e2e: install cluster-bins ## the e2e tests on a local control plane (real API server, helm, kubectl)
+	$(BIN)/pytest -m e2e tests/e2e $(PYTEST_ARGS)
+
+demo-cluster: install cluster-bins ## watch the chart, a StreamConsumer and its pods scale live
+	$(BIN)/pytest -m demo tests/e2e/test_demo_cluster.py -s -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

@@ -154,6 +154,7 @@ def spec(stream: str, url: str, **scaling: Any) -> dict[str, Any]:
         "stream": stream,
         "group": "writers",
         "redis": {"url": url},
+        "database": h.DATABASE,
         "consumer": {"image": "streamscale:bench"},
         "scaling": dict(scaling),
     }

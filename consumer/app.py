@@ -55,6 +55,8 @@ class ConsumerApp:
         """`/readyz`: Redis and the sink reachable, and the loops running."""
         if not self.started.is_set():
             return "starting"
+        if self.processor.group_missing:
+            return self.processor.group_missing
         try:
             await asyncio.wait_for(self.redis.ping(), 2)
         except (*REDIS_TRANSIENT, TimeoutError) as exc:

@@ -41,6 +41,11 @@ class ConsumerMetrics:
         self.inflight = _family(
             registry, Gauge, c.INFLIGHT_MESSAGES, "Messages read and not yet acked.", LABELS
         )
+        self.missing = _family(
+            registry, Gauge, c.GROUP_MISSING,
+            "1 while consuming is stopped: the group was destroyed, the stream still has entries.",
+            LABELS,
+        )  # fmt: skip
         values = (namespace, name, stream, group)
         self.stored = self.messages.labels(*values, c.OUTCOME_STORED)
         self.dead_lettered = self.messages.labels(*values, c.OUTCOME_DEAD_LETTERED)
@@ -49,6 +54,7 @@ class ConsumerMetrics:
         self.sink_seconds = self.sink.labels(*values)
         self.end_to_end_seconds = self.end_to_end.labels(*values)
         self.inflight_messages = self.inflight.labels(*values)
+        self.group_missing = self.missing.labels(*values)
 
 
 _FAMILIES: dict[tuple[int, str], Counter | Gauge | Histogram] = {}

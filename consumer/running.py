@@ -75,9 +75,34 @@ class Processor:
         self.scripts = Scripts(redis)
         self.sink_health = Health("database" if not settings.handler else "handler", logger)
         self.redis_health = Health("Redis", logger)
+        self.group_missing = ""
+        """Why consuming is stopped because the group was destroyed, or empty while it is not."""
         self.stopping = asyncio.Event()
         self.expired = asyncio.Event()
         """Set at the shutdown deadline: stop retrying, leave what is unfinished pending."""
+
+    def group_destroyed(self) -> None:
+        """Consuming stops: say so once, in the log, the metric and `/readyz`."""
+        if self.group_missing:
+            return
+        s = self.settings
+        self.group_missing = (
+            f"group {s.group!r} is missing on stream {s.stream!r}, which still has entries "
+            "(XGROUP DESTROY?); not recreating it, that would replay the whole stream"
+        )
+        self.metrics.group_missing.set(1)
+        logger.error(
+            "%s. Consuming is stopped. Recreate the group where it should continue "
+            "(XGROUP CREATE %s %s <last-delivered-id>), or empty the stream, and it resumes.",
+            self.group_missing, s.stream, s.group,
+        )  # fmt: skip
+
+    def group_is_back(self) -> None:
+        if self.group_missing:
+            self.group_missing = ""
+            self.metrics.group_missing.set(0)
+            logger.info("group %r is back on stream %r; consuming again", self.settings.group,
+                        self.settings.stream)  # fmt: skip
 
     async def process(self, consumer: str, entries: list[Entry]) -> None:
         """Take one batch from read to ack; raises GaveUp at the shutdown deadline."""
@@ -216,6 +241,7 @@ class Reader:
             try:
                 entries = await self._read(cursor)
                 self.p.redis_health.recovered()
+                self.p.group_is_back()
                 backoff.reset()
                 if cursor is not None:
                     if not entries:
@@ -255,9 +281,19 @@ class Reader:
         return parse_entries(entries)
 
     async def _recreate_group(self, backoff: Backoff) -> None:
-        """The group (or the whole stream) is gone, e.g. Redis restarted empty: recreate it."""
+        """The group (or the whole stream) is gone, e.g. Redis restarted empty: recreate it.
+
+        Only when the stream is gone or empty too. A group destroyed (`XGROUP DESTROY`) on a
+        stream that still has entries would be recreated at the start ID and replay the whole
+        stream, through handlers too: consuming stops instead, until someone recreates the group
+        where it should be or empties the stream.
+        """
         s = self.settings
         try:
+            if await self.p.redis.xlen(s.stream) > 0:
+                self.p.group_destroyed()
+                await backoff.sleep(self.p.stopping)
+                return
             created = await ensure_group(self.p.redis, s.stream, s.group, s.group_start_id)
         except REDIS_TRANSIENT as exc:
             self.p.redis_health.failed(exc, "recreating the group")

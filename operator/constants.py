@@ -26,6 +26,9 @@ METRICS_PORT_NAME: Final = "metrics"
 RUN_AS_USER: Final = 65532
 TERMINATION_GRACE_SECONDS: Final = 30
 DEFAULT_IMAGE: Final = "streamscale:latest"
+TMP_SIZE_LIMIT: Final = "128Mi"
+"""The consumer's writable /tmp (the root filesystem is read-only): bounded, so a runaway writer
+is evicted instead of filling the node's disk."""
 
 # Conditions and status ------------------------------------------------------------------------
 CONDITION_READY: Final = "Ready"
@@ -40,7 +43,7 @@ DEFAULT_ACTIVATION_BACKLOG: Final = 0
 DEFAULT_POLL_SECONDS: Final = 5.0
 DEFAULT_STABILIZATION_SECONDS: Final = 60.0
 DEFAULT_SCALE_DOWN_FRACTION: Final = 0.5
-"""One scale-down step removes at most this share of the replicas (at least one)."""
+"""One scale-down step removes at most this share of the replicas, rounded down (at least one)."""
 DEFAULT_MAX_DELIVERIES: Final = 5
 DEFAULT_IDLE_SECONDS: Final = 300
 DIRECTION_UP: Final = "up"

@@ -25,6 +25,9 @@ Login = Callable[..., Awaitable[kopf.ConnectionInfo | None] | kopf.ConnectionInf
 RESOURCE = (c.GROUP, c.VERSION, c.PLURAL)
 MAX_FIRST_DELAY = 10.0
 STOP_CHECK_SECONDS = 0.5
+STOP_GRACE_SECONDS = 2 * STOP_CHECK_SECONDS
+"""How long a stopping daemon has before kopf cancels it: enough to notice `stopped` between
+polls. Short, because kopf also holds a deleted StreamConsumer's finalizer for that long."""
 
 
 async def pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
@@ -69,6 +72,7 @@ def register(
         if info is None:
             raise kopf.LoginError("no Kubernetes credentials: no service account, no kubeconfig")
         await runtime.login(info)
+        await runtime.check_peering()
         return info
 
     @kopf.on.cleanup(registry=registry)
@@ -84,16 +88,27 @@ def register(
         """Create the consumer Deployment, or propagate spec changes to it."""
         if runtime.closed:  # a late event while the operator shuts down: the next run handles it
             return
+        created = str(body.get("metadata", {}).get("creationTimestamp") or "")
         try:
-            parsed = parse(namespace or "", name, spec)
+            parsed = parse(namespace or "", name, spec, creation_timestamp=created)
+            await runtime.check_model(parsed, fresh=True)
             deployment = await runtime.ensure_deployment(parsed, body)
         except SpecError as exc:
-            kopf.warn(body, reason="InvalidSpec", message=str(exc))
+            kopf.warn(body, reason=exc.reason, message=str(exc))
             raise kopf.PermanentError(str(exc)) from exc
         if deployment is not None and reason == "update":
             kopf.info(body, reason="Updated", message=f"Deployment {name} follows the new spec")
 
-    @kopf.daemon(*RESOURCE, registry=registry, cancellation_timeout=10.0, backoff=5.0)
+    # cancellation_backoff: at shutdown, give the daemon time to notice `stopped` (it checks
+    # every STOP_CHECK_SECONDS, or when its poll ends) before kopf cancels it, which kopf would
+    # log as a warning per StreamConsumer on every normal stop.
+    @kopf.daemon(
+        *RESOURCE,
+        registry=registry,
+        cancellation_backoff=STOP_GRACE_SECONDS,
+        cancellation_timeout=10.0,
+        backoff=5.0,
+    )
     async def poll(
         name: str,
         namespace: str | None,
@@ -119,3 +134,5 @@ def register(
                 await pause(stopped, result.delay)
         finally:
             m.forget(namespace or "", name)
+            if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.OPERATOR_EXITING:
+                runtime.exiting = True

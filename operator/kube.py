@@ -110,6 +110,11 @@ def custom_path(namespace: str, name: str, *, subresource: str = "") -> str:
     return f"{path}/{subresource}" if subresource else path
 
 
+def custom_list_path(namespace: str) -> str:
+    """The StreamConsumers of one namespace."""
+    return f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{namespace}/{c.PLURAL}"
+
+
 def selector_string(match_labels: Mapping[str, str]) -> str:
     """`matchLabels` as a `labelSelector` query parameter."""
     return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from streamscale.operator import constants as c
 
@@ -15,11 +18,38 @@ GROUP_PENDING = Gauge(c.GROUP_PENDING, "Entries delivered but not acknowledged."
 GROUP_CONSUMERS = Gauge(c.GROUP_CONSUMERS, "Consumers registered in the group.", LABELS)
 DESIRED_REPLICAS = Gauge(c.DESIRED_REPLICAS, "Replicas the backlog asks for.", LABELS)
 REPLICAS = Gauge(c.REPLICAS, "Replicas set on the consumer Deployment.", LABELS)
-DEAD_LETTERED = Counter(
-    c.DEAD_LETTERED_TOTAL,
-    "Entries the operator moved to the dead-letter stream.",
-    (*LABELS, "reason"),
-)
+
+
+class DeadLetteredCollector(Collector):
+    """`dead_lettered_total{reason}`: the Redis counters the move script keeps, as last read.
+
+    Not a counter this process increments: moves made by an operator killed before it reported
+    them still count, and a restarted operator continues the series instead of resetting it.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], Mapping[str, int]] = {}
+
+    def set(self, namespace: str, name: str, counts: Mapping[str, int]) -> None:
+        self.counts[namespace, name] = dict(counts)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.counts.pop((namespace, name), None)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            c.DEAD_LETTERED_TOTAL,
+            "Entries the operator moved to the dead-letter stream (counted in Redis by the move).",
+            labels=(*LABELS, "reason"),
+        )
+        for (namespace, name), counts in sorted(self.counts.items()):
+            for reason, value in sorted(counts.items()):
+                family.add_metric((namespace, name, reason), value)
+        yield family
+
+
+DEAD_LETTERED = DeadLetteredCollector()
+REGISTRY.register(DEAD_LETTERED)
 SCALE_EVENTS = Counter(
     c.SCALE_EVENTS_TOTAL, "Replica changes the operator made.", (*LABELS, "direction")
 )
@@ -43,3 +73,4 @@ def forget(namespace: str, name: str) -> None:
     ):
         with contextlib.suppress(KeyError):
             metric.remove(namespace, name)
+    DEAD_LETTERED.forget(namespace, name)

@@ -99,8 +99,11 @@ async def move_stranded(
     rules: Rules,
     max_pages: int,
     page_size: int = c.PENDING_PAGE,
+    counter: str | None = None,
 ) -> Reclaimed:
     """Scan the group's pending list (idle entries only) and move the stranded ones.
+
+    `counter`: the hash the move script counts each move in (see `core.deadletter.counter_key`).
 
     The next XPENDING page is read while the current page's script runs: Redis runs them one
     after the other anyway, but the round trips and the reply parsing overlap.
@@ -128,7 +131,7 @@ async def move_stranded(
                 error = f"consumer {entry.consumer} is gone" if entry.consumer in gone else ""
                 by_reason[reason].append(DeadLetter(entry.id, reason, error))
         moves = [
-            _move(scripts, stream, group, dead_letter_stream, reason, items, rules, result)
+            _move(scripts, stream, group, dead_letter_stream, reason, items, rules, result, counter)
             for reason, items in by_reason.items()
         ]
         next_page = asyncio.ensure_future(fetch("(" + page[-1].id)) if has_more else None
@@ -147,9 +150,10 @@ async def _move(
     items: list[DeadLetter],
     rules: Rules,
     result: Reclaimed,
+    counter: str | None,
 ) -> None:
     moved = await scripts.dead_letter(
-        stream, dead_letter_stream, group, items, min_idle_ms=rules.min_idle_ms
+        stream, dead_letter_stream, group, items, min_idle_ms=rules.min_idle_ms, counter=counter
     )
     if moved.moved:
         result.dead_lettered[reason] += moved.moved
@@ -176,6 +180,7 @@ async def reclaim(
     pods: Collection[str] | None,
     rules: Rules,
     max_pages: int = 200,
+    counter: str | None = None,
 ) -> Reclaimed:
     """One pass: move stranded entries, then delete gone consumers with nothing pending.
 
@@ -192,6 +197,7 @@ async def reclaim(
             gone=gone,
             rules=rules,
             max_pages=max_pages,
+            counter=counter,
         )
     else:
         result = Reclaimed()

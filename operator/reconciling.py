@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streamscale.core.backoff import Backoff
-from streamscale.core.deadletter import Scripts
+from streamscale.core.deadletter import Scripts, counter_key, read_counts
 from streamscale.core.streams import connect
 from streamscale.operator import constants as c
 from streamscale.operator import kube as k
@@ -31,7 +31,14 @@ from streamscale.operator.reclaiming import Reclaimed, Rules, owner_pod, reclaim
 from streamscale.operator.retention import trim
 from streamscale.operator.scaling import Decision, ScalingState, decide
 from streamscale.operator.settings import OperatorSettings
-from streamscale.operator.specs import ConsumerSpec, SpecError, build_deployment, parse
+from streamscale.operator.specs import (
+    ConsumerSpec,
+    NoRedis,
+    SpecError,
+    build_deployment,
+    model_conflict,
+    parse,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +47,36 @@ SECRET_TTL = 60.0
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
+class PeeringMissing(Exception):
+    """kopf's peering resource is not installed, so kopf would pause every watch for good."""
+
+
+PEERING_API = "/apis/kopf.dev/v1"
+
+
 class Runtime:
     """What the operator's handlers share: settings, the API client, Redis clients."""
 
-    def __init__(self, settings: OperatorSettings) -> None:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        *,
+        clusterwide: bool = False,
+        stop: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.clusterwide = clusterwide
+        self._stop = stop
+        self.fatal: Exception | None = None
+        """Why the operator stopped itself (raised by `running.operate` once kopf has stopped)."""
         self._kube: k.Kube | None = None
         self._redis: dict[str, tuple[aioredis.Redis, Scripts]] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._consumers: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self.closed = False
         """Set at the operator's cleanup: late handler calls during shutdown then do nothing."""
+        self.exiting = False
+        """Set when kopf stops the daemons because the operator exits (not a deleted resource)."""
 
     @property
     def kube(self) -> k.Kube:
@@ -62,6 +89,36 @@ class Runtime:
         old, self._kube = self._kube, k.Kube(info)
         if old is not None:
             await old.close()
+
+    async def check_peering(self) -> None:
+        """Stop the operator, saying what to do, when kopf's peering resource is missing.
+
+        With peering on (the default), kopf pauses every watch while its peering resource is
+        absent: nothing would happen, and the log would end at "Initial authentication has
+        finished.". Only a definite "not served" stops the operator; a failed discovery call
+        (RBAC, a flaky API server) leaves the decision to kopf.
+        """
+        if self.settings.standalone:
+            return
+        plural = "clusterkopfpeerings" if self.clusterwide else "kopfpeerings"
+        try:
+            found = await self.kube.get_or_none(PEERING_API)
+        except (k.KubeError, OSError) as exc:
+            logger.warning("cannot check for kopf's peering resource %s.kopf.dev: %s", plural, exc)
+            return
+        served = {item.get("name") for item in (found or {}).get("resources") or ()}
+        if plural in served:
+            return
+        self.fatal = PeeringMissing(
+            f"kopf's peering resource {plural}.kopf.dev is not installed in this cluster, so kopf"
+            " would pause every watch: no StreamConsumer would get a Deployment or a status."
+            " Install the peering CRDs the chart ships (kubectl apply -f"
+            " charts/streamscale/crds/kopfpeerings.yaml), or, when exactly one operator runs,"
+            " set STREAMSCALE_STANDALONE=true."
+        )
+        logger.error("%s", self.fatal)
+        if self._stop is not None:
+            self._stop()
 
     async def close(self) -> None:
         self.closed = True
@@ -86,6 +143,30 @@ class Runtime:
         self._secrets[cache_key] = (time.monotonic(), value)
         return value
 
+    async def check_model(self, spec: ConsumerSpec, *, fresh: bool = False) -> None:
+        """Raise `ModelConflict` when an older StreamConsumer feeds the same model table.
+
+        The namespace's StreamConsumers are listed at most every `api_cache_seconds` for the
+        polls; `fresh` (a create or an update) lists them now.
+        """
+        if not spec.model or spec.database_secret is None:
+            return
+        cached = self._consumers.get(spec.namespace)
+        max_age = self.settings.api_cache_seconds
+        if fresh or cached is None or time.monotonic() - cached[0] > max_age:
+            listing = await self.kube.get(k.custom_list_path(spec.namespace))
+            cached = (time.monotonic(), list(listing.get("items") or ()))
+            self._consumers[spec.namespace] = cached
+        conflict = model_conflict(spec, cached[1])
+        if conflict is not None:
+            raise conflict
+
+    @property
+    def default_redis_url(self) -> str | None:
+        """The operator's own Redis URL, for StreamConsumers without spec.redis."""
+        url = self.settings.redis_url
+        return None if url is None else url.get_secret_value()
+
     async def redis_url(self, spec: ConsumerSpec) -> str:
         """spec.redis.url, else spec.redis.urlSecretRef, else the operator's own URL."""
         if spec.redis_url:
@@ -93,7 +174,10 @@ class Runtime:
         if spec.redis_secret:
             ref = spec.redis_secret
             return await self.secret_value(spec.namespace, ref.name, ref.key)
-        return self.settings.redis_url.get_secret_value()
+        url = self.default_redis_url
+        if url is None:
+            raise NoRedis
+        return url
 
     def redis(self, url: str) -> tuple[aioredis.Redis, Scripts]:
         """One client (and its registered scripts) per Redis URL, shared by StreamConsumers."""
@@ -119,7 +203,7 @@ class Runtime:
             body,
             replicas=spec.policy.min_replicas,
             default_image=self.settings.consumer_image,
-            default_redis_url=self.settings.redis_url.get_secret_value(),
+            default_redis_url=self.default_redis_url,
         )
         path = k.deployments_path(spec.namespace, spec.name)
         existing = await self.kube.get_or_none(path)
@@ -215,6 +299,7 @@ class Poller:
         self.state = ScalingState()
         status = status or {}
         self.dead_lettered = int(status.get("deadLettered") or 0)
+        """The count last reported (status and Events); Redis' counter hash is the truth."""
         self.last_scale_time: str | None = status.get("lastScaleTime")
         self.conditions: list[dict[str, Any]] = list(status.get("conditions") or ())
         self.written: dict[str, Any] = {}
@@ -233,10 +318,13 @@ class Poller:
         started = time.perf_counter()
         result = PollResult()
         replicas: int | None = None
+        created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
         try:
-            spec = parse(self.namespace, self.name, body.get("spec") or {})
+            spec = parse(
+                self.namespace, self.name, body.get("spec") or {}, creation_timestamp=created
+            )
         except SpecError as exc:
-            await self._fail(body, "InvalidSpec", str(exc), replicas=None)
+            await self._fail(body, exc.reason, str(exc), replicas=None)
             result.error = str(exc)
             return result
         result.delay = spec.poll_seconds
@@ -256,7 +344,7 @@ class Poller:
             result.error = message
             result.delay = min(self.backoff.next_delay() + spec.poll_seconds, self._cap(spec))
         except SpecError as exc:
-            await self._fail(body, "InvalidSpec", str(exc), replicas=replicas)
+            await self._fail(body, exc.reason, str(exc), replicas=replicas)
             result.error = str(exc)
         return result
 
@@ -280,6 +368,7 @@ class Poller:
 
     async def _poll(self, spec: ConsumerSpec, body: kopf.Body, result: PollResult) -> int | None:
         runtime = self.runtime
+        await runtime.check_model(spec)
         client, scripts = runtime.redis(await runtime.redis_url(spec))
         policy = spec.policy
         limit = min(
@@ -309,7 +398,19 @@ class Poller:
             current = replicas_of(actuator.body or {})
         just_read = actuator.fetched_at != read_at
 
+        counter = counter_key(spec.dead_letter_stream, spec.stream, spec.group)
         gone_idle = settings.gone_idle_seconds
+        # Nothing moves before the operator's floor, whatever the spec asks: say so in the status
+        # rather than let idleSeconds below it look like a broken mover.
+        idle_seconds = max(spec.idle_seconds, settings.move_min_idle_seconds)
+        notes = []
+        if spec.idle_seconds < settings.move_min_idle_seconds:
+            notes.append(
+                f"spec.deadLetter.idleSeconds {spec.idle_seconds:g} is below the operator's floor"
+                f" (STREAMSCALE_MOVE_MIN_IDLE_SECONDS={settings.move_min_idle_seconds:g}), which"
+                " protects entries a live consumer has just taken: entries move after"
+                f" {idle_seconds:g}s"
+            )
         rules = Rules(
             max_deliveries=spec.max_deliveries,
             idle_ms=int(spec.idle_seconds * 1000),
@@ -331,18 +432,16 @@ class Poller:
             pods=pods,
             rules=rules,
             max_pages=settings.max_move_pages,
+            counter=counter,
         )
         result.reclaimed = reclaimed
-        if reclaimed.total:
-            self.dead_lettered += reclaimed.total
-            for reason, count in reclaimed.dead_lettered.items():
-                m.DEAD_LETTERED.labels(*self.labels, reason).inc(count)
-            counts = ", ".join(f"{n} {r}" for r, n in sorted(reclaimed.dead_lettered.items()))
-            kopf.warn(
-                body,
-                reason="DeadLettered",
-                message=f"moved {reclaimed.total} entries to {spec.dead_letter_stream} ({counts})",
-            )
+        # The count comes from the hash the move script increments with each move, never from
+        # this process' memory: an operator killed between a move and its status write loses
+        # nothing, its successor reports those moves here.
+        moved = await read_counts(client, counter)
+        m.DEAD_LETTERED.set(*self.labels, moved)
+        dead_lettered = sum(moved.values())
+        self._report_moves(body, spec, reclaimed, dead_lettered)
         if reclaimed.removed:
             logger.info("%s/%s: removed gone consumers %s", *self.labels, reclaimed.removed)
         # The mover acked what it moved: the backlog the policy sees must not count it.
@@ -401,13 +500,35 @@ class Poller:
                 "lagEstimated": obs.lag_estimated,
                 "pending": pending,
                 "consumers": len(obs.consumers) - len(reclaimed.removed),
-                "deadLettered": self.dead_lettered,
+                "deadLettered": dead_lettered,
+                "deadLetterIdleSeconds": idle_seconds,
                 "lastScaleTime": self.last_scale_time,
                 "observedGeneration": (body.get("metadata") or {}).get("generation"),
             },
-            st.healthy(replicas=replicas, backlog=backlog, lag_estimated=obs.lag_estimated),
+            st.healthy(
+                replicas=replicas, backlog=backlog, lag_estimated=obs.lag_estimated, notes=notes
+            ),
         )
         return replicas
+
+    def _report_moves(
+        self, body: kopf.Body, spec: ConsumerSpec, reclaimed: Reclaimed, total: int
+    ) -> None:
+        """One Event for the moves not yet reported, so the Events add up to the status."""
+        unreported = total - self.dead_lettered
+        if unreported <= 0:
+            return
+        counts = ", ".join(f"{n} {r}" for r, n in sorted(reclaimed.dead_lettered.items()))
+        message = f"moved {unreported} entries to {spec.dead_letter_stream}"
+        earlier = unreported - reclaimed.total
+        if reclaimed.total and earlier > 0:
+            message += f" ({counts} now; {earlier} by an earlier run that stopped before reporting)"
+        elif reclaimed.total:
+            message += f" ({counts})"
+        else:
+            message += " (by an earlier run that stopped before reporting them)"
+        kopf.warn(body, reason="DeadLettered", message=message)
+        self.dead_lettered = total
 
     async def _fail(
         self, body: kopf.Body, reason: str, message: str, *, replicas: int | None

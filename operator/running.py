@@ -13,10 +13,34 @@ import kopf
 from streamscale.core import logs
 from streamscale.core.serving import HealthServer
 from streamscale.operator.handlers import Login, default_login, register
-from streamscale.operator.reconciling import Runtime
+from streamscale.operator.reconciling import PeeringMissing, Runtime
 from streamscale.operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
+
+
+QUIET_AT_EXIT = ("kopf.objects", "kopf.activities.cleanup")
+"""kopf loggers whose per-handler "... succeeded." lines a normal stop leaves out."""
+
+
+class QuietStop(logging.Filter):
+    """Drop kopf's per-StreamConsumer "succeeded" lines once the operator is exiting.
+
+    A normal stop then logs one line (kopf's "Signal SIGTERM is received. Operator is
+    stopping."); warnings and errors during the stop still show.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exiting = self.runtime.exiting or self.runtime.closed
+        return not (
+            exiting
+            and record.levelno <= logging.INFO
+            and record.getMessage().endswith("succeeded.")
+        )
 
 
 async def operate(
@@ -36,9 +60,14 @@ async def operate(
     if bool(namespaces) == bool(all_namespaces):
         raise ValueError("give --namespace NS (one or more) or --all-namespaces, not both")
     settings = settings or OperatorSettings()
-    runtime = Runtime(settings)
+    # kopf stops on this flag; the runtime raises it too when it cannot work (see `fatal`).
+    stop = stop_flag if stop_flag is not None else asyncio.Event()
+    runtime = Runtime(settings, clusterwide=all_namespaces, stop=stop.set)
     registry = kopf.OperatorRegistry()
     register(registry, runtime, login=login)
+    quiet = QuietStop(runtime)
+    for name in QUIET_AT_EXIT:
+        logging.getLogger(name).addFilter(quiet)
     server = HealthServer(settings.http_host, settings.http_port) if serve_http else None
     if server is not None:
         await server.start()
@@ -50,13 +79,17 @@ async def operate(
             peering_name=None if settings.standalone else settings.peering_name,
             standalone=settings.standalone,
             priority=settings.priority,
-            stop_flag=stop_flag,
+            stop_flag=stop,
             ready_flag=ready_flag,
         )
     finally:
         if server is not None:
             await server.close()
         await runtime.close()
+        for name in QUIET_AT_EXIT:
+            logging.getLogger(name).removeFilter(quiet)
+    if runtime.fatal is not None:
+        raise runtime.fatal
 
 
 def run(namespaces: list[str], all_namespaces: bool) -> None:
@@ -66,7 +99,11 @@ def run(namespaces: list[str], all_namespaces: bool) -> None:
     """
     settings = OperatorSettings()
     logs.configure(settings.log_format, settings.log_level)
-    asyncio.run(_main(namespaces, all_namespaces, settings))
+    try:
+        asyncio.run(_main(namespaces, all_namespaces, settings))
+    except PeeringMissing:
+        # Already logged with what to do; a traceback would bury it.
+        raise SystemExit(1) from None
 
 
 async def _main(namespaces: list[str], all_namespaces: bool, settings: OperatorSettings) -> None:

@@ -46,7 +46,7 @@ class Policy:
     activation_backlog: int = c.DEFAULT_ACTIVATION_BACKLOG
     stabilization_seconds: float = c.DEFAULT_STABILIZATION_SECONDS
     scale_down_fraction: float = c.DEFAULT_SCALE_DOWN_FRACTION
-    """One scale-down step removes at most this share of the current replicas (at least one)."""
+    """One scale-down step removes at most this share of the replicas, rounded down (min. one)."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0:
@@ -125,8 +125,11 @@ def desired_replicas(policy: Policy, backlog: int, current: int) -> int:
 
 
 def scale_down_step(policy: Policy, current: int) -> int:
-    """The most replicas one scale-down may remove."""
-    return max(1, math.ceil(current * policy.scale_down_fraction))
+    """The most replicas one scale-down may remove: the fraction rounded down, at least one.
+
+    Rounded down, so "at most half" holds for odd counts too (3 -> 2, never 3 -> 1).
+    """
+    return max(1, math.floor(current * policy.scale_down_fraction))
 
 
 def decide(

@@ -17,9 +17,10 @@ class OperatorSettings(BaseSettings):
         secrets_dir=os.environ.get("STREAMSCALE_SECRETS_DIR"),
     )
 
-    redis_url: SecretStr = Field(
-        SecretStr("redis://127.0.0.1:6379/0"),
-        description="Redis URL for StreamConsumers without `spec.redis`.",
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis URL for StreamConsumers without `spec.redis`; unset: those are "
+        "refused with 'no Redis configured' (never a guessed localhost).",
     )
     http_port: int = Field(8080, ge=0, le=65535, description="/metrics and /healthz.")
     http_host: str = Field("0.0.0.0", description="Address the HTTP port binds to.")  # noqa: S104

@@ -8,7 +8,7 @@ build specs by hand.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +19,29 @@ from streamscale.operator.scaling import Policy
 
 class SpecError(ValueError):
     """The spec cannot be acted on; the message says which field and why."""
+
+    reason = "InvalidSpec"
+    """The condition and Event reason."""
+
+
+class NoRedis(SpecError):
+    """Neither the spec nor the operator names a Redis."""
+
+    reason = "NoRedisConfigured"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no Redis configured: the StreamConsumer has no spec.redis and the operator has no"
+            " STREAMSCALE_REDIS_URL, so nothing is polled, scaled or dead-lettered. Set"
+            " spec.redis.urlSecretRef (or spec.redis.url), or give the operator a Redis (chart"
+            " values redis.url or redis.existingSecret)."
+        )
+
+
+class ModelConflict(SpecError):
+    """Another StreamConsumer's stream already feeds this one's model table."""
+
+    reason = "ModelConflict"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +85,8 @@ class ConsumerSpec:
     max_deliveries: int
     idle_seconds: float
     retention: Retention | None
+    creation_timestamp: str = ""
+    """`metadata.creationTimestamp`: the older of two conflicting StreamConsumers wins."""
 
     @property
     def deployment_name(self) -> str:
@@ -84,7 +109,9 @@ def _number(raw: Mapping[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
-def parse(namespace: str, name: str, spec: Mapping[str, Any]) -> ConsumerSpec:
+def parse(
+    namespace: str, name: str, spec: Mapping[str, Any], *, creation_timestamp: str = ""
+) -> ConsumerSpec:
     """Validate `spec` and fill in the defaults (the same defaults as the CRD's)."""
     stream, group = spec.get("stream"), spec.get("group")
     if not stream or not group:
@@ -98,6 +125,13 @@ def parse(namespace: str, name: str, spec: Mapping[str, Any]) -> ConsumerSpec:
     retention_raw = spec.get("retention")
     if spec.get("model") and spec.get("handler"):
         raise SpecError("set spec.model or spec.handler, not both")
+    if not spec.get("handler") and not database.get("urlSecretRef"):
+        raise SpecError(
+            "spec.database.urlSecretRef is not set: the consumers would store rows in SQLite"
+            " inside their pods' emptyDir, acked and then lost at the next scale-in. Point"
+            " spec.database.urlSecretRef at a Secret key holding a PostgreSQL URL (or set"
+            " spec.handler for handler mode)."
+        )
     try:
         policy = Policy(
             min_replicas=int(_number(scaling, "minReplicas", c.DEFAULT_MIN_REPLICAS)),
@@ -144,6 +178,7 @@ def parse(namespace: str, name: str, spec: Mapping[str, Any]) -> ConsumerSpec:
         max_deliveries=int(dead_letter.get("maxDeliveries", c.DEFAULT_MAX_DELIVERIES)),
         idle_seconds=float(dead_letter.get("idleSeconds", c.DEFAULT_IDLE_SECONDS)),
         retention=retention,
+        creation_timestamp=creation_timestamp,
     )
 
 
@@ -170,7 +205,7 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def consumer_env(spec: ConsumerSpec, default_redis_url: str) -> list[dict[str, Any]]:
+def consumer_env(spec: ConsumerSpec, default_redis_url: str | None) -> list[dict[str, Any]]:
     """The consumer container's environment; secrets only ever by reference."""
     env = [
         _field_env("POD_NAME", "metadata.name"),
@@ -196,6 +231,8 @@ def consumer_env(spec: ConsumerSpec, default_redis_url: str) -> list[dict[str, A
                 " spec.redis.urlSecretRef instead"
             )
         env.append(_env("STREAMSCALE_REDIS_URL", spec.redis_url))
+    elif default_redis_url is None:
+        raise NoRedis
     elif has_password(default_redis_url):
         raise SpecError(
             "spec.redis is not set and the operator's own Redis URL carries a password, which is"
@@ -218,7 +255,7 @@ def build_deployment(
     *,
     replicas: int,
     default_image: str,
-    default_redis_url: str,
+    default_redis_url: str | None,
 ) -> dict[str, Any]:
     """The consumer Deployment the operator owns for `spec` (restricted security profile)."""
     labels = {
@@ -287,6 +324,8 @@ def build_deployment(
                     },
                 },
                 "spec": {
+                    # Consumers never call the Kubernetes API: no token in the pod to leak.
+                    "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": c.TERMINATION_GRACE_SECONDS,
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -296,8 +335,48 @@ def build_deployment(
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": c.TMP_SIZE_LIMIT}}],
                 },
             },
         },
     }
+
+
+def model_conflict(spec: ConsumerSpec, others: Iterable[Mapping[str, Any]]) -> ModelConflict | None:
+    """Refuse `spec` when an older StreamConsumer feeds the same model table from another stream.
+
+    The table is keyed on the entry ID alone (`stream_id`), so two streams in one table collide
+    and silently lose rows. The oldest StreamConsumer (by creation time, then name) keeps the
+    table (with its stream; other groups of that stream may share it); `others` are the
+    StreamConsumer bodies of the same namespace.
+    """
+    if not spec.model or spec.database_secret is None:
+        return None
+    owner: tuple[str, str, str] = (spec.creation_timestamp, spec.name, spec.stream)
+    for other in others:
+        meta = other.get("metadata") or {}
+        raw = other.get("spec") or {}
+        ref = ((raw.get("database") or {}).get("urlSecretRef")) or {}
+        same_table = (
+            raw.get("model") == spec.model
+            and ref.get("name") == spec.database_secret.name
+            and ref.get("key") == spec.database_secret.key
+        )
+        candidate = (
+            str(meta.get("creationTimestamp") or ""),
+            str(meta.get("name") or ""),
+            str(raw.get("stream") or ""),
+        )
+        leaving = bool(meta.get("deletionTimestamp"))
+        if same_table and not leaving and candidate[2] and candidate < owner:
+            owner = candidate
+    _, name, stream = owner
+    if stream != spec.stream:
+        return ModelConflict(
+            f"model {spec.model} in the database of Secret {spec.database_secret.name}"
+            f" (key {spec.database_secret.key}) is already fed by StreamConsumer {name} from"
+            f" stream {stream}; its table is keyed on stream_id alone, so a second stream"
+            f" ({spec.stream}) would silently lose rows. Give this StreamConsumer its own model"
+            " (table) or database, or feed both through one stream."
+        )
+    return None

@@ -47,9 +47,14 @@ def merge_conditions(
     return merged
 
 
-def healthy(*, replicas: int, backlog: int, lag_estimated: bool) -> list[Condition]:
-    """Conditions after a successful poll."""
-    message = "lag is NULL in XINFO GROUPS; the backlog uses an estimate" if lag_estimated else ""
+def healthy(
+    *, replicas: int, backlog: int, lag_estimated: bool, notes: Sequence[str] = ()
+) -> list[Condition]:
+    """Conditions after a successful poll; `notes` are things the user should know."""
+    lag_note = (
+        ["lag is NULL in XINFO GROUPS; the backlog uses an estimate"] if lag_estimated else []
+    )
+    message = "; ".join([*lag_note, *notes])
     return [
         Condition(c.CONDITION_READY, True, "Polled", message),
         Condition(

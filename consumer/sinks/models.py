@@ -102,6 +102,39 @@ def check_identity(model: type[SQLModel], table: sa.Table) -> None:
         )
 
 
+OWNERS_TABLE = "streamscale_table_streams"
+"""Which stream feeds each table whose identity is `stream_id` alone (one row per table)."""
+
+owners = sa.Table(
+    OWNERS_TABLE,
+    sa.MetaData(),
+    sa.Column("table_name", sa.Text, primary_key=True),
+    sa.Column("stream", sa.Text, nullable=False),
+)
+
+
+def shares_identity(table: sa.Table) -> bool:
+    """True when the table's identity is the entry ID alone, so only one stream may feed it.
+
+    Entry IDs are per stream: two streams produce the same IDs, and the second stream's rows
+    would be absorbed as redeliveries of the first's.
+    """
+    return conflict_columns(table) == [STREAM_ID_COLUMN]
+
+
+def check_owner(table_name: str, stream: str, owner: str) -> None:
+    """Refuse to feed a table that another stream already feeds (its rows would be dropped)."""
+    if owner != stream:
+        release = f"DELETE FROM {OWNERS_TABLE} WHERE table_name = '{table_name}'"  # noqa: S608 -- for a person to run
+        raise ConfigError(
+            f"table {table_name!r} is already fed by stream {owner!r}; stream {stream!r} would "
+            f"write into it too, and every entry whose ID the other stream already used would be "
+            "dropped as a duplicate. Give this stream a model of its own (another "
+            f"`__tablename__`), or, to hand the table over to this stream for good, run `{release}`"
+            " first."
+        )
+
+
 def conflict_columns(table: sa.Table) -> list[str]:
     """The columns `ON CONFLICT` targets: the entry's identity."""
     if table.name == EVENTS_TABLE and "stream" in table.columns:

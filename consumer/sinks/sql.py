@@ -26,7 +26,14 @@ from sqlmodel import SQLModel
 
 from streamscale.consumer.messages import Message
 from streamscale.consumer.sinks.base import SinkResult, TransientError
-from streamscale.consumer.sinks.models import ConfigError, conflict_columns
+from streamscale.consumer.sinks.models import (
+    OWNERS_TABLE,
+    ConfigError,
+    check_owner,
+    conflict_columns,
+    owners,
+    shares_identity,
+)
 from streamscale.consumer.sinks.rows import Row, RowBuilder
 from streamscale.core.streams import StreamId
 
@@ -112,12 +119,16 @@ _TRANSIENT_PG = (
 )
 
 
+_OWNERS_LOCK = int.from_bytes(hashlib.blake2b(OWNERS_TABLE.encode(), digest_size=7).digest())
+
+
 class PostgresSink(SqlSinkBase):
     """PostgreSQL through an asyncpg pool; one `INSERT ... SELECT FROM unnest(...)` per batch."""
 
     def __init__(self, url: str, model: type[SQLModel], stream: str, pool_size: int) -> None:
         self.dsn = asyncpg_dsn(url)
         self.model = model
+        self.stream = stream
         self.builder = RowBuilder(model, stream, json_as_text=True)
         self.pool_size = pool_size
         self.pool: asyncpg.Pool | None = None
@@ -146,6 +157,8 @@ class PostgresSink(SqlSinkBase):
             str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
             for index in table.indexes
         ]
+        self._owners_ddl = str(CreateTable(owners, if_not_exists=True).compile(dialect=dialect))
+        self._table_name = name
 
     async def start(self) -> None:
         try:
@@ -161,11 +174,32 @@ class PostgresSink(SqlSinkBase):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
                 for statement in self._ddl:
                     await conn.execute(statement)
+                if shares_identity(self.builder.table):
+                    await self._claim_table(conn)
+        except ConfigError:
+            await self.close()
+            raise
         except (TimeoutError, OSError, asyncpg.exceptions.PostgresConnectionError) as exc:
             await self.close()
             raise TransientError(f"PostgreSQL unreachable: {exc}") from exc
         except asyncpg.exceptions.InvalidPasswordError as exc:
             raise ConfigError(f"PostgreSQL refused the credentials: {exc}") from exc
+
+    async def _claim_table(self, conn: asyncpg.Connection) -> None:
+        """Record this stream as the table's one feeder, or refuse when another stream is."""
+        # One lock for the registry itself: pods of different tables create it concurrently.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _OWNERS_LOCK)
+        await conn.execute(self._owners_ddl)
+        await conn.execute(
+            f"INSERT INTO {OWNERS_TABLE} (table_name, stream) VALUES ($1, $2) "
+            "ON CONFLICT (table_name) DO NOTHING",
+            self._table_name,
+            self.stream,
+        )
+        owner = await conn.fetchval(
+            f"SELECT stream FROM {OWNERS_TABLE} WHERE table_name = $1", self._table_name
+        )
+        check_owner(self._table_name, self.stream, owner)
 
     async def _insert(self, rows: Sequence[Row]) -> None:
         assert self.pool is not None, "start() first"
@@ -209,6 +243,7 @@ class SqliteSink(SqlSinkBase):
         _scheme, sep, rest = url.partition("://")
         self.url = "sqlite+aiosqlite" + sep + rest
         self.model = model
+        self.stream = stream
         self.builder = RowBuilder(model, stream, json_as_text=False)
         table = self.builder.table
         self.stmt = sqlite.insert(table).on_conflict_do_nothing(
@@ -234,6 +269,28 @@ class SqliteSink(SqlSinkBase):
         except sa.exc.OperationalError as exc:
             if "already exists" not in str(exc):
                 raise TransientError(f"SQLite: {exc}") from exc
+        if shares_identity(self.builder.table):
+            await self._claim_table(engine)
+
+    async def _claim_table(self, engine: AsyncEngine) -> None:
+        """Record this stream as the table's one feeder, or refuse when another stream is."""
+        table_name = self.builder.table.name
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(owners.create, checkfirst=True)
+                await conn.execute(
+                    sqlite.insert(owners)
+                    .values(table_name=table_name, stream=self.stream)
+                    .on_conflict_do_nothing(index_elements=["table_name"])
+                )
+                owner = (
+                    await conn.execute(
+                        sa.select(owners.c.stream).where(owners.c.table_name == table_name)
+                    )
+                ).scalar_one()
+        except sa.exc.OperationalError as exc:
+            raise TransientError(f"SQLite: {exc}") from exc
+        check_owner(table_name, self.stream, owner)
 
     async def _insert(self, rows: Sequence[Row]) -> None:
         assert self.engine is not None, "start() first"

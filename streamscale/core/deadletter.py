@@ -5,6 +5,9 @@ script, so it is never in both places nor in neither. The script first checks th
 still pending and has been idle for at least `min_idle_ms`: an entry a live consumer has just
 taken, or that another mover already handled, is skipped. That makes every move idempotent, and
 safe to run from an operator that restarts in the middle of it.
+
+The operator also passes a counter hash (`counter_key`): the same script counts each move in it
+by reason, so the count survives a kill at any point and always equals the moves made.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from streamscale.core import constants as c
 from streamscale.core.streams import Fields, StreamId
 
 MOVE_SCRIPT = """
--- KEYS: stream, dead-letter stream
+-- KEYS: stream, dead-letter stream, optionally a counter hash (reason -> entries moved)
 -- ARGV: group, min_idle_ms, dead_lettered_at, maxlen (0: none), then (id, reason, error) triples
-local stream, dlq = KEYS[1], KEYS[2]
+local stream, dlq, counts = KEYS[1], KEYS[2], KEYS[3]
 local group, min_idle, at, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local skip = {}
 for _, name in ipairs({%(x_fields)s}) do skip[name] = true end
@@ -59,6 +62,7 @@ for i = 5, #ARGV, 3 do
     end
     redis.call('XADD', unpack(args))
     redis.call('XACK', stream, group, id)
+    if counts then redis.call('HINCRBY', counts, reason, 1) end
   end
 end
 return {moved, deleted, skipped}
@@ -106,6 +110,9 @@ redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 0
 """
 
+COUNTER_SUFFIX = ":count:"
+"""`<dead-letter stream>:count:<stream>:<group>`: entries the operator moved, by reason."""
+
 MOVE_CHUNK = 1000
 """Entries per script call: large enough to amortise the round trip, small enough that one
 call never blocks Redis for long (about a millisecond)."""
@@ -142,6 +149,24 @@ class DeadLetter:
     error: str = ""
 
 
+def counter_key(dead_letter_stream: str, stream: str, group: str) -> str:
+    """The counter hash of one StreamConsumer's moves.
+
+    It starts with the dead-letter stream's name, so it has the same hash tag (`{...}`) and lives
+    in the same Redis Cluster slot as the stream the script writes to.
+    """
+    return f"{dead_letter_stream}{COUNTER_SUFFIX}{stream}:{group}"
+
+
+async def read_counts(redis: aioredis.Redis, key: str) -> dict[str, int]:
+    """The counter hash as {reason: entries moved} (empty when nothing was ever moved)."""
+    raw = await redis.hgetall(key)
+    return {
+        (name.decode() if isinstance(name, bytes) else str(name)): int(value)
+        for name, value in raw.items()
+    }
+
+
 def utc_now_iso() -> str:
     """The `x-dead-lettered-at` value: ISO 8601, UTC, milliseconds."""
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
@@ -165,20 +190,24 @@ class Scripts:
         *,
         min_idle_ms: int = 0,
         maxlen: int = 0,
+        counter: str | None = None,
     ) -> MoveResult:
-        """Move pending entries to the dead-letter stream and ack them, atomically per chunk."""
+        """Move pending entries to the dead-letter stream and ack them, atomically per chunk.
+
+        With `counter` (see `counter_key`), each move also counts in that hash, in the same step.
+        """
         result = MoveResult()
         batch: list[DeadLetter] = []
         for item in items:
             batch.append(item)
             if len(batch) >= MOVE_CHUNK:
                 result += await self._move_chunk(
-                    stream, dead_letter_stream, group, batch, min_idle_ms, maxlen
+                    stream, dead_letter_stream, group, batch, min_idle_ms, maxlen, counter
                 )
                 batch = []
         if batch:
             result += await self._move_chunk(
-                stream, dead_letter_stream, group, batch, min_idle_ms, maxlen
+                stream, dead_letter_stream, group, batch, min_idle_ms, maxlen, counter
             )
         return result
 
@@ -190,11 +219,13 @@ class Scripts:
         items: Sequence[DeadLetter],
         min_idle_ms: int,
         maxlen: int,
+        counter: str | None,
     ) -> MoveResult:
         args: list[Any] = [group, min_idle_ms, utc_now_iso(), maxlen]
         for item in items:
             args += [item.id, item.reason, item.error[:2000]]
-        moved, deleted, skipped = await self._move(keys=[stream, dead_letter_stream], args=args)
+        keys = [stream, dead_letter_stream, *([counter] if counter else [])]
+        moved, deleted, skipped = await self._move(keys=keys, args=args)
         return MoveResult(int(moved), int(deleted), int(skipped))
 
     async def record_deleted(

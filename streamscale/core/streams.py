@@ -49,7 +49,11 @@ def id_key(entry_id: StreamId) -> tuple[int, int]:
 def is_nogroup(exc: BaseException) -> bool:
     """True when Redis says the stream or the group does not exist (e.g. it restarted empty)."""
     # Inside a Lua script the error arrives wrapped ("ERR Error running script ... NOGROUP").
-    return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+    # A read blocked while the stream or the group is deleted ends with "UNBLOCKED the stream
+    # key no longer exists" (or "... consumer group ... no longer exists").
+    return isinstance(exc, ResponseError) and (
+        "NOGROUP" in str(exc) or str(exc).startswith("UNBLOCKED")
+    )
 
 
 def is_busygroup(exc: BaseException) -> bool:

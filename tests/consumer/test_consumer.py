@@ -379,3 +379,92 @@ def test_a_value_too_long_for_its_column_is_dead_lettered_not_truncated(
     dead = dead_letters(client, stream)
     assert set(dead) == {ids[1]}
     assert "too long" in dead[ids[1]]["x-error"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_second_stream_into_a_table_another_stream_feeds_is_refused(
+    backend: str, redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str], tmp_path,
+) -> None:  # fmt: skip
+    """Entry IDs are per stream: the second stream's rows would be dropped as duplicates."""
+    url = database_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'two.db'}"
+    first, second = names("orders-a"), names("orders-b")
+    ids = produce(client, first, (product(n) for n in range(200)))
+    produce(client, second, (product(n) for n in range(200)))
+    feeder = ConsumerProcess(**settings(redis_server.url, url, first)).start()
+    try:
+        wait_until(lambda: client.xinfo_groups(first)[0]["entries-read"] == len(ids), 30)
+        intruder = ConsumerProcess(**settings(redis_server.url, url, second)).start(
+            wait_ready=False
+        )
+        assert intruder.wait(30) == 2
+        out = intruder.output()
+        assert f"already fed by stream '{first}'" in out and "Traceback" not in out
+        assert "DELETE FROM streamscale_table_streams WHERE table_name" in out
+        # Nothing of the second stream was read, so nothing of it was acked and lost.
+        assert all(g["entries-read"] in (0, None) for g in client.xinfo_groups(second))
+        # A restart of the stream's own consumer is still welcome.
+        assert feeder.terminate() == 0
+        feeder = ConsumerProcess(**settings(redis_server.url, url, first)).start()
+    finally:
+        feeder.kill()
+
+
+@pytest.mark.timeout(120)
+def test_a_destroyed_group_on_a_stream_with_entries_stops_consuming_instead_of_replaying(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("products")
+    first = produce(client, stream, (product(n) for n in range(100)))
+    consumer = ConsumerProcess(**settings(redis_server.url, database_url, stream)).start()
+    try:
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 100, 30)
+        client.xgroup_destroy(stream, "writers")
+        later = produce(client, stream, (product(n) for n in range(100, 150)))
+        wait_until(lambda: consumer.get("/readyz")[0] != 200, 15, what="not ready")
+        _status, body = consumer.get("/readyz")
+        assert "group 'writers' is missing" in body and "XGROUP DESTROY" in body
+        assert sample_gauge(consumer.get("/metrics")[1], "streamscale_group_missing") == 1
+        time.sleep(1.5)  # several read attempts: none may recreate the group at 0
+        assert client.xinfo_groups(stream) == []
+        assert consumer.output().count("Consuming is stopped") == 1
+        # The operator (or a person) puts the group back where it was: consuming resumes.
+        client.xgroup_create(stream, "writers", id=first[-1])
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 150, 30)
+        wait_until(consumer.ready, 15)
+        assert sample_gauge(consumer.get("/metrics")[1], "streamscale_group_missing") == 0
+        # Each message stored once: the stream was not replayed from 0.
+        assert sample(consumer.get("/metrics")[1], "stored") == len(first) + len(later)
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+
+
+@pytest.mark.timeout(60)
+def test_a_group_lost_with_its_stream_is_recreated(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    """Redis restarted empty (here: the stream deleted): nothing to replay, recreate at 0."""
+    stream = names("products")
+    produce(client, stream, (product(n) for n in range(10)))
+    consumer = ConsumerProcess(**settings(redis_server.url, database_url, stream)).start()
+    try:
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 10, 30)
+        client.delete(stream)
+        wait_until(lambda: client.exists(stream) and client.xinfo_groups(stream), 15)
+        produce(client, stream, (product(n) for n in range(10, 20)))
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 20, 30)
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+
+
+def sample_gauge(text: str, name: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                return float(s.value)
+    return None

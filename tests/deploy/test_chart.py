@@ -496,8 +496,14 @@ GUARDS = [
     (["demoRedis.enabled=true", "redis.url=redis://r:6379"], "only use one Redis"),
     (["rbac.clusterWide=false"], "operator.watchNamespaces is empty"),
     (["example.enabled=true"], "the operator has no Redis"),
+    (["example.enabled=true", "demoRedis.enabled=true"], "example.databaseSecret is empty"),
     (
-        ["example.enabled=true", "demoRedis.enabled=true", "operator.watchNamespaces={other}"],
+        [
+            "example.enabled=true",
+            "demoRedis.enabled=true",
+            "example.databaseSecret=pg",
+            "operator.watchNamespaces={other}",
+        ],
         "is not in operator.watchNamespaces",
     ),
 ]

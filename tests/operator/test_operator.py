@@ -22,6 +22,7 @@ def spec(stream: str, group: str, url: str, **scaling: object) -> dict[str, obje
         "stream": stream,
         "group": group,
         "redis": {"url": url},
+        "database": h.DATABASE,
         "consumer": {"image": "streamscale:test"},
         "scaling": {
             "minReplicas": 0,
@@ -118,6 +119,10 @@ async def test_entries_of_a_gone_consumer_are_dead_lettered_and_the_consumer_rem
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 6)
         await h.eventually(lambda: h.events(kmock, "DeadLettered"))
+        labels = {"namespace": h.NAMESPACE, "name": "orders"}
+        metric = "streamscale_dead_lettered_total"
+        assert REGISTRY.get_sample_value(metric, {**labels, "reason": "idle"}) == 5
+        assert REGISTRY.get_sample_value(metric, {**labels, "reason": "max-deliveries"}) == 1
     dead = await redis.xrange(dlq)
     by_id = {fields[b"x-original-id"].decode(): fields for _, fields in dead}
     assert sorted(by_id) == sorted(i.decode() for i in [*ids[:5], ids[8]])
@@ -365,3 +370,88 @@ async def test_a_pod_that_goes_away_later_is_noticed_within_the_cache_age(
         await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 4)
         await h.eventually(lambda: h.status(kmock, "orders").get("consumers") == 0)
     assert await redis.xlen(stream + ":dlq") == 4
+
+
+async def test_idle_seconds_below_the_operators_floor_is_reported_and_the_floor_holds(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    await redis.xadd(stream, {"n": "0"})
+    await redis.xreadgroup(group, "orders-live", {stream: ">"}, count=1)
+    h.declare_resources(kmock)
+    kmock.objects[h.PODS, h.NAMESPACE, "orders-live"] = h.pod("orders-live", "orders")
+    body = spec(stream, group, redis_server.url)
+    body["deadLetter"] = {"maxDeliveries": 3, "idleSeconds": 1}
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    async with h.running_operator(kmock, h.settings(redis_server.url, move_min_idle_seconds=2)):
+        await h.eventually(lambda: h.status(kmock, "orders").get("deadLetterIdleSeconds") == 2)
+        ready = next(c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Ready")
+        assert "STREAMSCALE_MOVE_MIN_IDLE_SECONDS=2" in ready["message"]
+        await asyncio.sleep(1.2)  # past idleSeconds, within the floor: nothing moves yet
+        assert await redis.xlen(stream + ":dlq") == 0
+        await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 1, 5)
+
+
+async def test_a_table_mode_stream_consumer_without_a_database_is_refused(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    h.declare_resources(kmock)
+    body = spec(names("orders"), "writers", redis_server.url)
+    del body["database"]
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
+        degraded = next(
+            c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Degraded"
+        )
+        assert degraded["reason"] == "InvalidSpec"
+        assert "spec.database.urlSecretRef" in degraded["message"]
+        await h.eventually(lambda: h.events(kmock, "InvalidSpec"))
+        assert h.obj(kmock, h.DEPLOYMENTS, "orders") is None
+
+
+async def test_a_second_stream_into_the_same_model_table_is_refused(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    h.declare_resources(kmock)
+    first = spec(names("orders"), "writers", redis_server.url)
+    second = spec(names("orders-eu"), "writers", redis_server.url)
+    for body in (first, second):
+        body["model"] = "myapp.models:Order"
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", first)
+    newer = h.stream_consumer("orders-eu", second)
+    newer["metadata"]["creationTimestamp"] = "2026-01-02T00:00:00Z"
+    kmock.objects[h.STC, h.NAMESPACE, "orders-eu"] = newer
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.condition(kmock, "orders-eu", "Degraded") == "True")
+        degraded = next(
+            c for c in h.status(kmock, "orders-eu")["conditions"] if c["type"] == "Degraded"
+        )
+        assert degraded["reason"] == "ModelConflict"
+        assert "already fed by StreamConsumer orders" in degraded["message"]
+        await h.eventually(lambda: h.events(kmock, "ModelConflict"))
+        await h.eventually(lambda: h.condition(kmock, "orders", "Ready") == "True")
+        assert h.obj(kmock, h.DEPLOYMENTS, "orders") is not None
+        assert h.obj(kmock, h.DEPLOYMENTS, "orders-eu") is None
+
+
+async def test_without_any_redis_the_stream_consumer_says_no_redis_configured(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    h.declare_resources(kmock)
+    body = spec(names("orders"), "writers", redis_server.url)
+    del body["redis"]
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    async with h.running_operator(kmock, h.settings(None)):
+        await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
+        degraded = next(
+            c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Degraded"
+        )
+        assert degraded["reason"] == "NoRedisConfigured"
+        assert degraded["message"].startswith("no Redis configured")
+        assert "127.0.0.1" not in degraded["message"]
+        await h.eventually(lambda: h.events(kmock, "NoRedisConfigured"))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
+from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts, counter_key, read_counts
 from streamscale.core.streams import consumer_infos
 from streamscale.operator.reclaiming import Rules, move_stranded, reclaim
 from streamscale.operator.retention import safe_min_id, trim
@@ -114,22 +114,28 @@ async def test_a_move_interrupted_and_repeated_duplicates_nothing(
     ids = await fill(redis, stream, 5000)
     await redis.xreadgroup(group, "gone", {stream: ">"}, count=5000)
     await asyncio.sleep(0.1)
+    counter = counter_key(dlq, stream, group)
     with pytest.raises(ConnectionError):
         await move_stranded(
-            Crashing(redis), stream, group, dlq, gone={"gone"}, rules=RULES, max_pages=100
-        )
+            Crashing(redis), stream, group, dlq, gone={"gone"}, rules=RULES, max_pages=100,
+            counter=counter,
+        )  # fmt: skip
     assert await redis.xlen(dlq) == 1000
+    assert await read_counts(redis, counter) == {"idle": 1000}, "the move counted what it did"
     # The same page again, as a restarted operator that never saw the reply would send it:
     again = await Scripts(redis).dead_letter(
-        stream, dlq, group, [DeadLetter(i, "idle") for i in ids[:1000]], min_idle_ms=50
-    )
+        stream, dlq, group, [DeadLetter(i, "idle") for i in ids[:1000]], min_idle_ms=50,
+        counter=counter,
+    )  # fmt: skip
     assert again.skipped == 1000 and again.dead_lettered == 0
     result = await move_stranded(
-        Scripts(redis), stream, group, dlq, gone={"gone"}, rules=RULES, max_pages=100
-    )
+        Scripts(redis), stream, group, dlq, gone={"gone"}, rules=RULES, max_pages=100,
+        counter=counter,
+    )  # fmt: skip
     assert result.total == 4000
     moved = await originals(redis, dlq)
     assert len(moved) == len(set(moved)) == 5000
+    assert await read_counts(redis, counter) == {"idle": 5000}
 
 
 async def test_the_page_budget_bounds_one_pass(

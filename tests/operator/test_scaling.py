@@ -151,3 +151,23 @@ def test_window_memory_stays_small() -> None:
     for t in range(10_000):
         decide(policy, state, backlog=10_000 - t, current=1000, now=float(t))
     assert len(state.desires) <= 61
+
+
+def test_one_scale_down_step_removes_at_most_the_fraction() -> None:
+    policy = Policy(max_replicas=10, backlog_per_replica=100, stabilization_seconds=0)
+    assert decide(policy, ScalingState(), backlog=0, current=3, now=0).target == 2
+    assert decide(policy, ScalingState(), backlog=0, current=5, now=0).target == 3
+    assert decide(policy, ScalingState(), backlog=0, current=1, now=0).target == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(policy=policies, past=history, backlog=backlogs, current=currents)
+def test_never_removes_more_than_the_fraction_within_bounds(
+    policy: Policy, past: list[tuple[int, int]], backlog: int, current: int
+) -> None:
+    current = max(policy.min_replicas, min(policy.max_replicas, current))
+    state = replay(policy, past)
+    decision = decide(policy, state, backlog=backlog, current=current, now=float(len(past)))
+    if decision.direction == "down":
+        removed = current - decision.target
+        assert removed <= max(1, int(current * policy.scale_down_fraction)), decision

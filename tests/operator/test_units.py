@@ -12,7 +12,7 @@ import yaml
 from streamscale.core.streams import PendingEntry
 from streamscale.operator import constants as c
 from streamscale.operator.reclaiming import Rules, owner_pod, verdict
-from streamscale.operator.specs import SpecError, build_deployment, parse
+from streamscale.operator.specs import SpecError, build_deployment, model_conflict, parse
 from streamscale.operator.status import Condition, merge_conditions
 from tests.support import kube as h
 
@@ -45,7 +45,7 @@ def test_the_crd_loads_from_the_chart() -> None:
     ]  # fmt: skip
     scaling = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["scaling"]
     rules = [rule["rule"] for rule in scaling["x-kubernetes-validations"]]
-    assert "self.minReplicas <= self.maxReplicas" in rules
+    assert any(rule.endswith("self.minReplicas <= self.maxReplicas") for rule in rules)
     for name, field in scaling["properties"].items():
         assert "default" in field and field.get("description"), name
 
@@ -82,7 +82,7 @@ def test_the_schema_rejects_bad_values(path: tuple[str, ...], value: object) -> 
 
 
 def test_parse_fills_the_defaults_and_refuses_contradictions() -> None:
-    parsed = parse("ns", "x", {"stream": "s", "group": "g"})
+    parsed = parse("ns", "x", {"stream": "s", "group": "g", "database": h.DATABASE})
     assert parsed.policy.max_replicas == 10 and parsed.poll_seconds == 5
     assert parsed.dead_letter_stream == "s:dlq" and parsed.max_deliveries == 5
     assert parsed.deployment_name == "x"
@@ -90,11 +90,24 @@ def test_parse_fills_the_defaults_and_refuses_contradictions() -> None:
         parse(
             "ns",
             "x",
-            {"stream": "s", "group": "g", "scaling": {"minReplicas": 3, "maxReplicas": 2}},
+            {
+                "stream": "s",
+                "group": "g",
+                "database": h.DATABASE,
+                "scaling": {"minReplicas": 3, "maxReplicas": 2},
+            },
         )
     with pytest.raises(SpecError, match="not both"):
-        parse("ns", "x", {"stream": "s", "group": "g", "model": "a:B", "handler": "a:f"})
-    target = parse("ns", "x", {"stream": "s", "group": "g", "scaleTargetRef": {"name": "mine"}})
+        parse(
+            "ns",
+            "x",
+            {"stream": "s", "group": "g", "database": h.DATABASE, "model": "a:B", "handler": "a:f"},
+        )
+    target = parse(
+        "ns",
+        "x",
+        {"stream": "s", "group": "g", "database": h.DATABASE, "scaleTargetRef": {"name": "mine"}},
+    )
     assert target.deployment_name == "mine"
 
 
@@ -135,6 +148,9 @@ def test_the_deployment_is_owned_labelled_probed_and_restricted() -> None:
     pod = manifest["spec"]["template"]
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert pod["spec"]["terminationGracePeriodSeconds"] == 30
+    assert pod["spec"]["automountServiceAccountToken"] is False, "consumers never call the API"
+    (tmp,) = pod["spec"]["volumes"]
+    assert tmp == {"name": "tmp", "emptyDir": {"sizeLimit": "128Mi"}}
     assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = pod["spec"]["containers"]
     assert container["image"] == "streamscale:default"
@@ -167,10 +183,20 @@ def test_the_deployment_is_owned_labelled_probed_and_restricted() -> None:
 
 def test_secrets_never_go_into_the_deployment_as_values() -> None:
     with pytest.raises(SpecError, match="urlSecretRef"):
-        deployment({"stream": "s", "group": "g", "redis": {"url": "redis://:secret@r:6379/0"}})
+        deployment(
+            {
+                "stream": "s",
+                "group": "g",
+                "database": h.DATABASE,
+                "redis": {"url": "redis://:secret@r:6379/0"},
+            }
+        )
     with pytest.raises(SpecError, match="urlSecretRef"):
-        deployment({"stream": "s", "group": "g"}, redis_url="redis://user:pw@r:6379/0")
-    plain = env_of(deployment({"stream": "s", "group": "g"}))
+        deployment(
+            {"stream": "s", "group": "g", "database": h.DATABASE},
+            redis_url="redis://user:pw@r:6379/0",
+        )
+    plain = env_of(deployment({"stream": "s", "group": "g", "database": h.DATABASE}))
     assert plain["STREAMSCALE_REDIS_URL"]["value"] == "redis://redis:6379/0"
 
 
@@ -213,3 +239,40 @@ def test_the_verdict_never_takes_a_fresh_entry() -> None:
     assert verdict(entry("c", 60_000), gone=False, rules=sooner) is None
     assert verdict(entry("c", 6_000, deliveries=5), gone=False, rules=rules) == "max-deliveries"
     assert verdict(entry("c", 300_000), gone=False, rules=rules) == "idle"
+
+
+def test_table_mode_without_a_database_is_refused_with_what_to_do() -> None:
+    with pytest.raises(SpecError, match=r"spec\.database\.urlSecretRef.*lost at the next scale-in"):
+        parse("ns", "x", {"stream": "s", "group": "g", "model": "a:B"})
+    with pytest.raises(SpecError, match=r"spec\.database"):
+        parse("ns", "x", {"stream": "s", "group": "g"})
+    handler = parse("ns", "x", {"stream": "s", "group": "g", "handler": "a:f"})
+    assert handler.database_secret is None
+
+
+def test_the_older_stream_consumer_keeps_a_model_table() -> None:
+    def body(name: str, stream: str, created: str, **extra: Any) -> dict[str, Any]:
+        raw = {"stream": stream, "group": "g", "database": h.DATABASE, "model": "m:T", **extra}
+        obj = h.stream_consumer(name, raw)
+        obj["metadata"]["creationTimestamp"] = created
+        return obj
+
+    old = body("a", "s1", "2026-01-01T00:00:00Z")
+    new = body("b", "s2", "2026-01-02T00:00:00Z")
+    same_stream = body("c", "s1", "2026-01-02T00:00:00Z")
+    other_db = body("d", "s3", "2026-01-02T00:00:00Z")
+    other_db["spec"]["database"] = {"urlSecretRef": {"name": "pg2", "key": "url"}}
+    everyone = [old, new, same_stream, other_db]
+
+    def conflict(obj: dict[str, Any]) -> str | None:
+        meta = obj["metadata"]
+        parsed = parse(
+            "ns1", meta["name"], obj["spec"], creation_timestamp=meta["creationTimestamp"]
+        )
+        found = model_conflict(parsed, everyone)
+        return None if found is None else str(found)
+
+    assert conflict(old) is None, "the oldest keeps the table"
+    assert "StreamConsumer a" in (conflict(new) or "")
+    assert conflict(same_stream) is None, "several groups of one stream may share a table"
+    assert conflict(other_db) is None, "another database is another table"

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import pathlib
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -32,6 +35,8 @@ DEPLOYMENTS = "apps/v1/deployments"
 PODS = "v1/pods"
 SECRETS = "v1/secrets"
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+DATABASE = {"urlSecretRef": {"name": "pg", "key": "url"}}
+"""`spec.database` for table-mode StreamConsumers (the operator refuses them without one)."""
 
 
 def load_crd() -> dict[str, Any]:
@@ -106,7 +111,7 @@ def pod(name: str, instance: str, phase: str = "Running") -> dict[str, Any]:
     }
 
 
-def settings(redis_url: str, **overrides: Any) -> OperatorSettings:
+def settings(redis_url: str | None, **overrides: Any) -> OperatorSettings:
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "standalone": True,
@@ -207,3 +212,56 @@ def events(emulator: kmock.KubernetesEmulator, reason: str | None = None) -> lis
         if reason is None or data.get("reason") == reason:
             found.append(data)
     return found
+
+
+def write_kubeconfig(path: pathlib.Path, server: str) -> pathlib.Path:
+    """A kubeconfig without credentials for the emulator (kopf's kubeconfig login reads it)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+        "users": [{"name": "nobody", "user": {}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "nobody"}}],
+        "current-context": "emulator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start_operator(
+    env: dict[str, str], cwd: pathlib.Path, log: pathlib.Path
+) -> subprocess.Popen[bytes]:
+    """`streamscale operate --namespace ns1`, the console script as users run it.
+
+    The console script, not `python -m`, and run outside the repository root: the root on
+    sys.path would shadow the standard `operator` module.
+    """
+    script = pathlib.Path(sys.executable).parent / "streamscale"
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(script), "operate", "--namespace", NAMESPACE],
+            env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def operator_env(
+    emulator: kmock.KubernetesEmulator, redis_url: str, workdir: pathlib.Path, **settings: str
+) -> dict[str, str]:
+    """The environment of a `streamscale operate` process logged in to `emulator`.
+
+    Standalone and without scanning (kmock 0.8 cannot list namespaces) unless `settings`
+    (STREAMSCALE_ names without the prefix, lower case) say otherwise.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STREAMSCALE_")}
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", str(emulator.url).rstrip("/"))
+    values = {
+        "redis_url": redis_url,
+        "standalone": "true",
+        "scanning": "false",
+        "http_port": "0",
+        "http_host": "127.0.0.1",
+        **settings,
+    }
+    env.update({f"STREAMSCALE_{key.upper()}": value for key, value in values.items()})
+    env["KUBECONFIG"] = str(kubeconfig)
+    return env

@@ -115,6 +115,9 @@ Every template includes it, so `helm template` fails whatever is rendered.
 {{- if and .Values.example.enabled (not (or .Values.redis.url .Values.redis.existingSecret .Values.demoRedis.enabled)) }}
 {{- fail "example.enabled is true but the operator has no Redis: the example StreamConsumer has no spec.redis and uses the operator's. Set redis.url or redis.existingSecret, or demoRedis.enabled=true for a first try." }}
 {{- end }}
+{{- if and .Values.example.enabled (not .Values.example.databaseSecret) }}
+{{- fail "example.enabled is true but example.databaseSecret is empty: the operator refuses a StreamConsumer that stores rows without spec.database (the consumers would write SQLite inside their pods' emptyDir, and rows acked there are lost at the next scale-in). Create a Secret with a PostgreSQL URL and set example.databaseSecret to its name." }}
+{{- end }}
 {{- if and .Values.operator.watchNamespaces .Values.example.enabled (not (has .Release.Namespace .Values.operator.watchNamespaces)) }}
 {{- fail (printf "example.enabled is true but the release namespace %q is not in operator.watchNamespaces, so the operator would never see the example StreamConsumer. Add it to operator.watchNamespaces." .Release.Namespace) }}
 {{- end }}
