@@ -1,7 +1,7 @@
-"""The consumer benchmark: seeds/000's consumer against `streamscale consume`, in one run.
+"""The consumer benchmark: a tutorial-style consumer loop against `streamscale consume`, in one run.
 
 Phases, on one throwaway redis-server and one throwaway PostgreSQL:
-1. Fill a source stream with N-1 product entries (the seeds' payload), once.
+1. Fill a source stream with N-1 product entries (the product payload), once.
 2. Throughput, for each contender: COPY the source to the contender's own stream, create its
    group at `$` (nothing to read), start the contender on a fresh database, wait until all its
    consumers are blocked in XREADGROUP, then start the clock: XGROUP SETID to 0 and XADD the
@@ -192,7 +192,7 @@ class Bench:
         url = new_database(self.pg, "bench_baseline")
         proc = Process(
             "baseline",
-            [sys.executable, str(ROOT / "bench" / "baseline_seed000.py"),
+            [sys.executable, str(ROOT / "bench" / "baseline_tutorial_loop.py"),
              "--redis-url", self.redis_url, "--stream", stream, "--group", group,
              "--database-url", url.replace("postgresql://", "postgresql+asyncpg://", 1)],
         )  # fmt: skip
@@ -202,7 +202,7 @@ class Bench:
             proc.stop(timeout=8)
         check_rows(self.count_rows("bench_baseline"), n, "baseline")
         return Throughput(
-            "baseline: seeds/000 (3 workers, COUNT 100, ORM)", n, seconds, cpu, servers
+            "baseline: tutorial loop (3 workers, COUNT 100, ORM)", n, seconds, cpu, servers
         )
 
     def streamscale(self, label: str = "", **settings: Any) -> Throughput:
@@ -457,7 +457,7 @@ def sweep(bench: Bench) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="seeds/000's consumer vs `streamscale consume`.")
+    p = argparse.ArgumentParser(description="A tutorial-style loop vs `streamscale consume`.")
     p.add_argument("--messages", type=int, default=None, help="entries per contender (200,000)")
     p.add_argument("--quick", action="store_true", help="smoke run: 20,000 messages, 3 s latency")
     p.add_argument("--rate", type=float, default=5000, help="latency phase: messages/s")
