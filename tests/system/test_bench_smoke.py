@@ -23,6 +23,9 @@ def test_consumer_bench_smoke_run_prints_the_ratio_and_the_targets() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "ratio: streamscale / baseline = " in out
-    for target in ("throughput vs baseline", "consumer peak RSS", "p99 end-to-end"):
+    assert "ratio: streamscale / FastStream peer = " in out
+    assert "load average" in out
+    targets = ("throughput vs baseline", "throughput vs FastStream", "consumer CPU per message")
+    for target in (*targets, "consumer peak RSS", "p99 end-to-end"):
         assert target in out
-    assert "2,000" in out  # both contenders stored every message (checked by the bench)
+    assert "2,000" in out  # every contender stored every message (checked by the bench)
