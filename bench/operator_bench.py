@@ -45,10 +45,11 @@ from common import LOGS, product
 
 from streamscale.core.deadletter import Scripts
 from streamscale.core.streams import connect
+from streamscale.operator.deployment import build_deployment
 from streamscale.operator.reclaiming import Rules, move_stranded
 from streamscale.operator.reconciling import Poller, Runtime
 from streamscale.operator.running import operate
-from streamscale.operator.specs import build_deployment, parse
+from streamscale.operator.specs import parse
 from tests.support import kube as h
 from tests.support.servers import running_redis
 

@@ -10,6 +10,8 @@ KIND: Final = "StreamConsumer"
 SHORT_NAME: Final = "stc"
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 FINALIZER: Final = "streamscale.io/operator"
+OPERATOR_LABEL: Final = "streamscale.io/operator"
+"""With STREAMSCALE_OPERATOR_LABEL set, an operator acts only on StreamConsumers labelled so."""
 PEERING_NAME: Final = "streamscale"
 """kopf peering object: only the instance with the highest priority acts."""
 
@@ -48,6 +50,11 @@ DEFAULT_MAX_DELIVERIES: Final = 5
 DEFAULT_IDLE_SECONDS: Final = 300
 DIRECTION_UP: Final = "up"
 DIRECTION_DOWN: Final = "down"
+MODE_BACKLOG: Final = "backlog"
+"""desired = ceil(backlog / backlogPerReplica): the default."""
+MODE_DRAIN_TIME: Final = "drainTime"
+"""desired = ceil((arrival rate + backlog / targetDrainSeconds) / per-replica throughput)."""
+MODES: Final = (MODE_BACKLOG, MODE_DRAIN_TIME)
 
 # Dead-letter mover ----------------------------------------------------------------------------
 PENDING_PAGE: Final = 1000

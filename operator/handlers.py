@@ -14,15 +14,14 @@ from typing import Any
 
 import kopf
 
-from streamscale.operator import constants as c
-from streamscale.operator import metrics as m
+from streamscale.operator import constants, metrics
 from streamscale.operator.reconciling import Poller, Runtime
 from streamscale.operator.specs import SpecError, parse
 
 logger = logging.getLogger(__name__)
 
 Login = Callable[..., Awaitable[kopf.ConnectionInfo | None] | kopf.ConnectionInfo | None]
-RESOURCE = (c.GROUP, c.VERSION, c.PLURAL)
+RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
 MAX_FIRST_DELAY = 10.0
 STOP_CHECK_SECONDS = 0.5
 STOP_GRACE_SECONDS = 2 * STOP_CHECK_SECONDS
@@ -52,14 +51,20 @@ def register(
     registry: kopf.OperatorRegistry, runtime: Runtime, *, login: Login = default_login
 ) -> None:
     """Register every handler of the operator into `registry`, sharing `runtime`."""
+    # Two operators in one namespace (two chart releases) split the StreamConsumers by label;
+    # kopf then neither handles nor annotates the other's objects.
+    mine = runtime.settings.operator_label
+    labels = {constants.OPERATOR_LABEL: mine} if mine else None
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=c.GROUP, key="last-handled-configuration"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=constants.GROUP
         )
-        settings.persistence.finalizer = c.FINALIZER
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=constants.GROUP, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = constants.FINALIZER
         # Cleanup is the owner references' job: no deletion handler, so no finalizer to block
         # a namespace deletion while the operator is down.
         settings.execution.max_workers = 4
@@ -79,9 +84,9 @@ def register(
     async def close(**_: Any) -> None:
         await runtime.close()
 
-    @kopf.on.create(*RESOURCE, registry=registry)
-    @kopf.on.resume(*RESOURCE, registry=registry)
-    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry, labels=labels)
+    @kopf.on.resume(*RESOURCE, registry=registry, labels=labels)
+    @kopf.on.update(*RESOURCE, field="spec", registry=registry, labels=labels)
     async def reconcile(
         name: str, namespace: str | None, spec: kopf.Spec, body: kopf.Body, reason: str, **_: Any
     ) -> None:
@@ -105,6 +110,7 @@ def register(
     @kopf.daemon(
         *RESOURCE,
         registry=registry,
+        labels=labels,
         cancellation_backoff=STOP_GRACE_SECONDS,
         cancellation_timeout=10.0,
         backoff=5.0,
@@ -126,13 +132,15 @@ def register(
         poller = Poller(runtime, namespace or "", name, status)
         # Spread the first polls of many StreamConsumers (an operator restart starts them all at
         # once) over one poll interval, so they do not hit Redis and the API server together.
-        first = float((spec.get("scaling") or {}).get("pollSeconds") or c.DEFAULT_POLL_SECONDS)
+        first = float(
+            (spec.get("scaling") or {}).get("pollSeconds") or constants.DEFAULT_POLL_SECONDS
+        )
         await pause(stopped, random.uniform(0, min(first, MAX_FIRST_DELAY)))
         try:
             while not stopped and not runtime.closed:
                 result = await poller.tick(body)
                 await pause(stopped, result.delay)
         finally:
-            m.forget(namespace or "", name)
+            metrics.forget(namespace or "", name)
             if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.OPERATOR_EXITING:
                 runtime.exiting = True

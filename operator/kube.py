@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from streamscale.operator import constants as c
+from streamscale.operator import constants
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +106,13 @@ def secret_path(namespace: str, name: str) -> str:
 
 
 def custom_path(namespace: str, name: str, *, subresource: str = "") -> str:
-    path = f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{namespace}/{c.PLURAL}/{name}"
+    path = f"{custom_list_path(namespace)}/{name}"
     return f"{path}/{subresource}" if subresource else path
 
 
 def custom_list_path(namespace: str) -> str:
     """The StreamConsumers of one namespace."""
-    return f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{namespace}/{c.PLURAL}"
+    return f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/{constants.PLURAL}"
 
 
 def selector_string(match_labels: Mapping[str, str]) -> str:

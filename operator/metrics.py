@@ -9,15 +9,15 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from streamscale.operator import constants as c
+from streamscale.operator import constants
 
 LABELS = ("namespace", "name")
 
-GROUP_LAG = Gauge(c.GROUP_LAG, "Entries not yet delivered to the consumer group.", LABELS)
-GROUP_PENDING = Gauge(c.GROUP_PENDING, "Entries delivered but not acknowledged.", LABELS)
-GROUP_CONSUMERS = Gauge(c.GROUP_CONSUMERS, "Consumers registered in the group.", LABELS)
-DESIRED_REPLICAS = Gauge(c.DESIRED_REPLICAS, "Replicas the backlog asks for.", LABELS)
-REPLICAS = Gauge(c.REPLICAS, "Replicas set on the consumer Deployment.", LABELS)
+GROUP_LAG = Gauge(constants.GROUP_LAG, "Entries not yet delivered to the consumer group.", LABELS)
+GROUP_PENDING = Gauge(constants.GROUP_PENDING, "Entries delivered but not acknowledged.", LABELS)
+GROUP_CONSUMERS = Gauge(constants.GROUP_CONSUMERS, "Consumers registered in the group.", LABELS)
+DESIRED_REPLICAS = Gauge(constants.DESIRED_REPLICAS, "Replicas the backlog asks for.", LABELS)
+REPLICAS = Gauge(constants.REPLICAS, "Replicas set on the consumer Deployment.", LABELS)
 
 
 class DeadLetteredCollector(Collector):
@@ -38,7 +38,7 @@ class DeadLetteredCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
-            c.DEAD_LETTERED_TOTAL,
+            constants.DEAD_LETTERED_TOTAL,
             "Entries the operator moved to the dead-letter stream (counted in Redis by the move).",
             labels=(*LABELS, "reason"),
         )
@@ -51,10 +51,10 @@ class DeadLetteredCollector(Collector):
 DEAD_LETTERED = DeadLetteredCollector()
 REGISTRY.register(DEAD_LETTERED)
 SCALE_EVENTS = Counter(
-    c.SCALE_EVENTS_TOTAL, "Replica changes the operator made.", (*LABELS, "direction")
+    constants.SCALE_EVENTS_TOTAL, "Replica changes the operator made.", (*LABELS, "direction")
 )
 POLL_SECONDS = Histogram(
-    c.POLL_SECONDS,
+    constants.POLL_SECONDS,
     "Duration of one poll of a StreamConsumer (Redis, mover, scaling, status).",
     LABELS,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

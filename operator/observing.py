@@ -38,16 +38,34 @@ class Observation:
         return self.lag + self.pending
 
 
+class GroupMissing(Exception):
+    """The group was seen before and is gone while its stream still has entries."""
+
+
 async def observe(
-    redis: aioredis.Redis, stream: str, group: str, *, estimate_limit: int
+    redis: aioredis.Redis,
+    stream: str,
+    group: str,
+    *,
+    estimate_limit: int,
+    seen_before: bool = False,
 ) -> Observation:
     """`XINFO GROUPS` and `XINFO CONSUMERS` for one group; creates the group when missing.
 
     Creating the group (from the stream's start, like the consumer does) gives Redis something
-    to compute the lag against before the first consumer pod ever ran.
+    to compute the lag against before the first consumer pod ever ran. A group `seen_before`
+    that is gone while the stream still has entries was destroyed (`XGROUP DESTROY`): creating
+    it at the start would replay the whole stream, so that raises GroupMissing instead.
     """
     info = await group_info(redis, stream, group)
     if info is None:
+        if seen_before and await redis.xlen(stream) > 0:
+            raise GroupMissing(
+                f"group {group!r} is gone from stream {stream!r}, which still has entries"
+                " (XGROUP DESTROY?); not recreating it at the start, that would replay the whole"
+                f" stream. Recreate it where it should go on: XGROUP CREATE {stream} {group}"
+                " <last-delivered-id>"
+            )
         await ensure_group(redis, stream, group, "0")
         info = await group_info(redis, stream, group)
         if info is None:

@@ -21,10 +21,10 @@ import collections
 import dataclasses
 from collections.abc import Collection, Iterable
 
-from streamscale.core import constants as cc
+from streamscale.core.constants import REASON_DELETED, REASON_IDLE, REASON_MAX_DELIVERIES
 from streamscale.core.deadletter import DeadLetter, Scripts
 from streamscale.core.streams import ConsumerInfo, PendingEntry, StreamId, pending_entries
-from streamscale.operator import constants as c
+from streamscale.operator import constants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Rules:
     max_deliveries: int
     idle_ms: int
     """`deadLetter.idleSeconds` in milliseconds."""
-    min_idle_ms: int = c.MIN_MOVE_IDLE_MS
+    min_idle_ms: int = constants.MIN_MOVE_IDLE_MS
     """Nothing idle for less than this moves, whatever else holds."""
     gone_idle_ms: int | None = None
     """Entries of a consumer with no pod move once idle this long; None: `idle_ms`, like any
@@ -80,12 +80,12 @@ def verdict(entry: PendingEntry, *, gone: bool, rules: Rules) -> str | None:
     if entry.idle_ms < rules.min_idle_ms:
         return None
     if entry.deliveries >= rules.max_deliveries:
-        return cc.REASON_MAX_DELIVERIES
+        return REASON_MAX_DELIVERIES
     threshold = rules.idle_ms
     if gone and rules.gone_idle_ms is not None:
         threshold = min(threshold, rules.gone_idle_ms)
     if entry.idle_ms >= threshold:
-        return cc.REASON_IDLE
+        return REASON_IDLE
     return None
 
 
@@ -98,7 +98,7 @@ async def move_stranded(
     gone: Collection[str],
     rules: Rules,
     max_pages: int,
-    page_size: int = c.PENDING_PAGE,
+    page_size: int = constants.PENDING_PAGE,
     counter: str | None = None,
 ) -> Reclaimed:
     """Scan the group's pending list (idle entries only) and move the stranded ones.
@@ -158,7 +158,7 @@ async def _move(
     if moved.moved:
         result.dead_lettered[reason] += moved.moved
     if moved.deleted:
-        result.dead_lettered[cc.REASON_DELETED] += moved.deleted
+        result.dead_lettered[REASON_DELETED] += moved.deleted
 
 
 async def remove_gone(scripts: Scripts, stream: str, group: str, gone: Iterable[str]) -> list[str]:

@@ -17,28 +17,30 @@ from typing import Any
 
 import kopf
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from streamscale.core.backoff import Backoff
 from streamscale.core.deadletter import Scripts, counter_key, read_counts
 from streamscale.core.streams import connect
-from streamscale.operator import constants as c
-from streamscale.operator import kube as k
-from streamscale.operator import metrics as m
-from streamscale.operator import status as st
+from streamscale.operator import constants, metrics, redis_failures
+from streamscale.operator.deployment import build_deployment
+from streamscale.operator.kube import (
+    Kube,
+    KubeError,
+    custom_list_path,
+    custom_path,
+    deployments_path,
+    matches,
+    pods_path,
+    secret_path,
+    selector_string,
+)
 from streamscale.operator.observing import Observation, observe
 from streamscale.operator.reclaiming import Reclaimed, Rules, owner_pod, reclaim
 from streamscale.operator.retention import trim
 from streamscale.operator.scaling import Decision, ScalingState, decide
 from streamscale.operator.settings import OperatorSettings
-from streamscale.operator.specs import (
-    ConsumerSpec,
-    NoRedis,
-    SpecError,
-    build_deployment,
-    model_conflict,
-    parse,
-)
+from streamscale.operator.specs import ConsumerSpec, NoRedis, SpecError, model_conflict, parse
+from streamscale.operator.status import Condition, degraded, healthy, merge_conditions, now_iso
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class Runtime:
         self._stop = stop
         self.fatal: Exception | None = None
         """Why the operator stopped itself (raised by `running.operate` once kopf has stopped)."""
-        self._kube: k.Kube | None = None
+        self._kube: Kube | None = None
         self._redis: dict[str, tuple[aioredis.Redis, Scripts]] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}
         self._consumers: dict[str, tuple[float, list[dict[str, Any]]]] = {}
@@ -79,14 +81,14 @@ class Runtime:
         """Set when kopf stops the daemons because the operator exits (not a deleted resource)."""
 
     @property
-    def kube(self) -> k.Kube:
+    def kube(self) -> Kube:
         if self._kube is None:
             raise RuntimeError("not logged in to Kubernetes yet")
         return self._kube
 
     async def login(self, info: kopf.ConnectionInfo) -> None:
         """Use `info` (what kopf's login handler returned) for the operator's own API calls."""
-        old, self._kube = self._kube, k.Kube(info)
+        old, self._kube = self._kube, Kube(info)
         if old is not None:
             await old.close()
 
@@ -103,7 +105,7 @@ class Runtime:
         plural = "clusterkopfpeerings" if self.clusterwide else "kopfpeerings"
         try:
             found = await self.kube.get_or_none(PEERING_API)
-        except (k.KubeError, OSError) as exc:
+        except (KubeError, OSError) as exc:
             logger.warning("cannot check for kopf's peering resource %s.kopf.dev: %s", plural, exc)
             return
         served = {item.get("name") for item in (found or {}).get("resources") or ()}
@@ -135,7 +137,7 @@ class Runtime:
         cached = self._secrets.get(cache_key)
         if cached is not None and time.monotonic() - cached[0] < SECRET_TTL:
             return cached[1]
-        secret = await self.kube.get(k.secret_path(namespace, name))
+        secret = await self.kube.get(secret_path(namespace, name))
         data = secret.get("data") or {}
         if key not in data:
             raise SpecError(f"Secret {name} has no key {key!r}")
@@ -154,7 +156,7 @@ class Runtime:
         cached = self._consumers.get(spec.namespace)
         max_age = self.settings.api_cache_seconds
         if fresh or cached is None or time.monotonic() - cached[0] > max_age:
-            listing = await self.kube.get(k.custom_list_path(spec.namespace))
+            listing = await self.kube.get(custom_list_path(spec.namespace))
             cached = (time.monotonic(), list(listing.get("items") or ()))
             self._consumers[spec.namespace] = cached
         conflict = model_conflict(spec, cached[1])
@@ -205,13 +207,13 @@ class Runtime:
             default_image=self.settings.consumer_image,
             default_redis_url=self.default_redis_url,
         )
-        path = k.deployments_path(spec.namespace, spec.name)
+        path = deployments_path(spec.namespace, spec.name)
         existing = await self.kube.get_or_none(path)
         if existing is None:
             logger.info("creating Deployment %s/%s", spec.namespace, spec.name)
             try:
-                return await self.kube.create(k.deployments_path(spec.namespace), wanted)
-            except k.KubeError as exc:
+                return await self.kube.create(deployments_path(spec.namespace), wanted)
+            except KubeError as exc:
                 # The create handler and the poll daemon's first tick can race to create it.
                 if exc.status != 409:
                     raise
@@ -225,12 +227,12 @@ class Runtime:
         if not match_labels:
             raise SpecError(f"Deployment {spec.deployment_name} has no selector.matchLabels")
         listing = await self.kube.get(
-            k.pods_path(spec.namespace), {"labelSelector": k.selector_string(match_labels)}
+            pods_path(spec.namespace), {"labelSelector": selector_string(match_labels)}
         )
         return {
             pod["metadata"]["name"]
             for pod in listing.get("items") or ()
-            if k.matches(pod.get("metadata", {}).get("labels"), match_labels)
+            if matches(pod.get("metadata", {}).get("labels"), match_labels)
             if (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
         }
 
@@ -243,7 +245,7 @@ class DeploymentActuator:
     before acting on a stale value, so a hand-made change is never overwritten unseen.
     """
 
-    kube: k.Kube
+    kube: Kube
     namespace: str
     name: str
     max_age: float = 0.0
@@ -255,7 +257,7 @@ class DeploymentActuator:
         return self.body is not None and time.monotonic() - self.fetched_at <= self.max_age
 
     async def refresh(self) -> int:
-        self.body = await self.kube.get(k.deployments_path(self.namespace, self.name))
+        self.body = await self.kube.get(deployments_path(self.namespace, self.name))
         self.fetched_at = time.monotonic()
         return replicas_of(self.body)
 
@@ -265,7 +267,7 @@ class DeploymentActuator:
         return await self.refresh()
 
     async def set_replicas(self, n: int) -> None:
-        path = k.deployments_path(self.namespace, self.name)
+        path = deployments_path(self.namespace, self.name)
         self.body = await self.kube.merge_patch(path, {"spec": {"replicas": n}})
         self.fetched_at = time.monotonic()
 
@@ -284,7 +286,33 @@ class PollResult:
     reclaimed: Reclaimed | None = None
     trimmed: int = 0
     error: str | None = None
-    delay: float = c.DEFAULT_POLL_SECONDS
+    delay: float = constants.DEFAULT_POLL_SECONDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Seen:
+    """The observe phase's outcome: the group in Redis, the Deployment's replicas."""
+
+    observation: Observation
+    actuator: DeploymentActuator
+    current: int
+    just_read: bool
+    """The replicas were read from the API during this poll (not the cache)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Moves:
+    """The reclaim phase's outcome."""
+
+    reclaimed: Reclaimed
+    dead_lettered: int
+    """Every move ever made for this StreamConsumer (from the Redis counter)."""
+    pending: int
+    """The group's pending count minus what this pass moved (and acked)."""
+    idle_seconds: float
+    """The idle time after which entries move: the spec's, or the operator's floor."""
+    notes: tuple[str, ...]
+    trimmed: int
 
 
 class Poller:
@@ -332,13 +360,13 @@ class Poller:
             replicas = await self._poll(spec, body, result)
             # Only polls that reached Redis count: a poll rate of zero is what the
             # StreamscaleRedisUnreachable alert watches for.
-            m.POLL_SECONDS.labels(*self.labels).observe(time.perf_counter() - started)
-        except (RedisError, OSError, TimeoutError) as exc:
-            message = f"Redis unreachable ({type(exc).__name__}: {exc}); replicas left unchanged"
-            await self._fail(body, "RedisUnavailable", message, replicas=replicas)
-            result.error = message
+            metrics.POLL_SECONDS.labels(*self.labels).observe(time.perf_counter() - started)
+        except redis_failures.FAILURES as exc:
+            failure = redis_failures.classify(exc)
+            await self._fail(body, failure.reason, failure.message, replicas=replicas)
+            result.error = failure.message
             result.delay = min(self.backoff.next_delay() + spec.poll_seconds, self._cap(spec))
-        except k.KubeError as exc:
+        except KubeError as exc:
             message = f"Kubernetes API error: {exc}"
             await self._fail(body, "KubernetesError", message, replicas=replicas)
             result.error = message
@@ -367,37 +395,62 @@ class Poller:
         return max(spec.poll_seconds, self.runtime.settings.error_backoff_cap_seconds)
 
     async def _poll(self, spec: ConsumerSpec, body: kopf.Body, result: PollResult) -> int | None:
+        """One poll, in four phases: observe, reclaim, scale, report; returns the replicas."""
+        await self.runtime.check_model(spec)
+        client, scripts = self.runtime.redis(await self.runtime.redis_url(spec))
+        seen = await self._observe(spec, body, client)
+        result.observation = seen.observation
+        moves = await self._reclaim(spec, body, client, scripts, seen)
+        result.reclaimed, result.trimmed = moves.reclaimed, moves.trimmed
+        backlog = seen.observation.lag + moves.pending
+        decision = result.decision = await self._scale(spec, body, seen, backlog)
+        self._recovered(body)
+        await self._report(body, seen.observation, moves, decision)
+        return decision.target
+
+    async def _observe(self, spec: ConsumerSpec, body: kopf.Body, client: aioredis.Redis) -> Seen:
+        """The group's state in Redis and the Deployment's replicas (created when missing)."""
         runtime = self.runtime
-        await runtime.check_model(spec)
-        client, scripts = runtime.redis(await runtime.redis_url(spec))
         policy = spec.policy
         limit = min(
-            c.ESTIMATE_LIMIT,
+            constants.ESTIMATE_LIMIT,
             policy.backlog_per_replica * policy.max_replicas + policy.activation_backlog + 1,
         )
-        obs = await observe(client, spec.stream, spec.group, estimate_limit=limit)
-        result.observation = obs
-
-        settings = runtime.settings
+        # A status with a lag means a poll saw the group: if it is gone now, it was destroyed.
+        seen_before = "lag" in (body.get("status") or {})
+        observation = await observe(
+            client, spec.stream, spec.group, estimate_limit=limit, seen_before=seen_before
+        )
         actuator = self.actuator
         if actuator is None or actuator.name != spec.deployment_name:
             actuator = self.actuator = DeploymentActuator(
                 runtime.kube,
                 spec.namespace,
                 spec.deployment_name,
-                max_age=settings.api_cache_seconds,
+                max_age=runtime.settings.api_cache_seconds,
             )
         read_at = actuator.fetched_at
         try:
             current = await actuator.get_replicas()
-        except k.KubeError as exc:
+        except KubeError as exc:
             if exc.status != 404 or spec.scale_target:
                 raise
             actuator.body = await runtime.ensure_deployment(spec, body)
             actuator.fetched_at = time.monotonic()
             current = replicas_of(actuator.body or {})
-        just_read = actuator.fetched_at != read_at
+        return Seen(observation, actuator, current, just_read=actuator.fetched_at != read_at)
 
+    async def _reclaim(
+        self,
+        spec: ConsumerSpec,
+        body: kopf.Body,
+        client: aioredis.Redis,
+        scripts: Scripts,
+        seen: Seen,
+    ) -> Moves:
+        """Move stranded entries, delete gone consumers, trim; count the moves from Redis."""
+        settings = self.runtime.settings
+        observation = seen.observation
         counter = counter_key(spec.dead_letter_stream, spec.stream, spec.group)
         gone_idle = settings.gone_idle_seconds
         # Nothing moves before the operator's floor, whatever the spec asks: say so in the status
@@ -418,98 +471,112 @@ class Poller:
             gone_idle_ms=None if gone_idle is None else int(gone_idle * 1000),
         )
         pods: set[str] | None = None
-        if obs.consumers:
+        if observation.consumers:
             try:
-                pods = await self._pods(spec, actuator, obs)
-            except k.KubeError as exc:
+                pods = await self._pods(spec, seen.actuator, observation)
+            except KubeError as exc:
                 logger.warning("%s/%s: cannot list pods: %s", *self.labels, exc)
         reclaimed = await reclaim(
             scripts,
             spec.stream,
             spec.group,
             spec.dead_letter_stream,
-            consumers=list(obs.consumers),
+            consumers=list(observation.consumers),
             pods=pods,
             rules=rules,
             max_pages=settings.max_move_pages,
             counter=counter,
         )
-        result.reclaimed = reclaimed
         # The count comes from the hash the move script increments with each move, never from
         # this process' memory: an operator killed between a move and its status write loses
         # nothing, its successor reports those moves here.
         moved = await read_counts(client, counter)
-        m.DEAD_LETTERED.set(*self.labels, moved)
+        metrics.DEAD_LETTERED.set(*self.labels, moved)
         dead_lettered = sum(moved.values())
         self._report_moves(body, spec, reclaimed, dead_lettered)
         if reclaimed.removed:
             logger.info("%s/%s: removed gone consumers %s", *self.labels, reclaimed.removed)
-        # The mover acked what it moved: the backlog the policy sees must not count it.
-        pending = max(0, obs.pending - reclaimed.total)
-        backlog = obs.lag + pending
-
+        trimmed = 0
         if spec.retention is not None:
-            result.trimmed = await trim(client, spec.stream, spec.retention)
+            trimmed = await trim(client, spec.stream, spec.retention)
+        # The mover acked what it moved: the backlog the policy sees must not count it.
+        pending = max(0, observation.pending - reclaimed.total)
+        return Moves(reclaimed, dead_lettered, pending, idle_seconds, tuple(notes), trimmed)
 
+    async def _scale(
+        self, spec: ConsumerSpec, body: kopf.Body, seen: Seen, backlog: int
+    ) -> Decision:
+        """Decide on the replicas and apply the decision (target = the replicas afterwards)."""
+        policy, actuator, current = spec.policy, seen.actuator, seen.current
         now = time.monotonic()
         decision = decide(policy, self.state, backlog=backlog, current=current, now=now)
-        if decision.direction is not None and not just_read:
+        if decision.direction is not None and not seen.just_read:
             # About to act on a cached count: read it first, someone may have scaled by hand.
             fresh = await actuator.refresh()
             if fresh != current:
                 current = fresh
                 decision = decide(policy, self.state, backlog=backlog, current=current, now=now)
-        result.decision = decision
-        replicas = current
-        if decision.direction is not None:
-            await actuator.set_replicas(decision.target)
-            replicas = decision.target
-            self.state.last_scale_time = now
-            self.last_scale_time = st.now_iso()
-            m.SCALE_EVENTS.labels(*self.labels, decision.direction).inc()
-            kopf.info(
-                body,
-                reason="ScaledUp" if decision.direction == c.DIRECTION_UP else "ScaledDown",
-                message=f"{current} -> {decision.target} replicas: {decision.reason}",
-            )
-            logger.info(
-                "%s/%s: scaled %s from %d to %d: %s",
-                *self.labels,
-                decision.direction,
-                current,
-                decision.target,
-                decision.reason,
-            )
+        if decision.direction is None:
+            return decision
+        await actuator.set_replicas(decision.target)
+        self.state.last_scale_time = now
+        self.last_scale_time = now_iso()
+        metrics.SCALE_EVENTS.labels(*self.labels, decision.direction).inc()
+        kopf.info(
+            body,
+            reason="ScaledUp" if decision.direction == constants.DIRECTION_UP else "ScaledDown",
+            message=f"{current} -> {decision.target} replicas: {decision.reason}",
+        )
+        logger.info(
+            "%s/%s: scaled %s from %d to %d: %s",
+            *self.labels,
+            decision.direction,
+            current,
+            decision.target,
+            decision.reason,
+        )
+        return decision
 
+    def _recovered(self, body: kopf.Body) -> None:
+        """A poll went through: end a failure streak (with an Event) and its backoff."""
         if self.failing is not None:
             kopf.info(body, reason="Recovered", message=f"polling again after: {self.failing}")
             logger.info("%s/%s: recovered", *self.labels)
             self.failing = None
         self.backoff.reset()
 
-        m.GROUP_LAG.labels(*self.labels).set(obs.lag)
-        m.GROUP_PENDING.labels(*self.labels).set(pending)
-        m.GROUP_CONSUMERS.labels(*self.labels).set(len(obs.consumers) - len(reclaimed.removed))
-        m.DESIRED_REPLICAS.labels(*self.labels).set(decision.desired)
-        m.REPLICAS.labels(*self.labels).set(replicas)
+    async def _report(
+        self, body: kopf.Body, observation: Observation, moves: Moves, decision: Decision
+    ) -> None:
+        """Metrics and the status subresource."""
+        replicas = decision.target
+        consumers = len(observation.consumers) - len(moves.reclaimed.removed)
+        metrics.GROUP_LAG.labels(*self.labels).set(observation.lag)
+        metrics.GROUP_PENDING.labels(*self.labels).set(moves.pending)
+        metrics.GROUP_CONSUMERS.labels(*self.labels).set(consumers)
+        metrics.DESIRED_REPLICAS.labels(*self.labels).set(decision.desired)
+        metrics.REPLICAS.labels(*self.labels).set(replicas)
+        backlog = observation.lag + moves.pending
         await self._write(
             {
                 "replicas": replicas,
                 "desiredReplicas": decision.desired,
-                "lag": obs.lag,
-                "lagEstimated": obs.lag_estimated,
-                "pending": pending,
-                "consumers": len(obs.consumers) - len(reclaimed.removed),
-                "deadLettered": dead_lettered,
-                "deadLetterIdleSeconds": idle_seconds,
+                "lag": observation.lag,
+                "lagEstimated": observation.lag_estimated,
+                "pending": moves.pending,
+                "consumers": consumers,
+                "deadLettered": moves.dead_lettered,
+                "deadLetterIdleSeconds": moves.idle_seconds,
                 "lastScaleTime": self.last_scale_time,
                 "observedGeneration": (body.get("metadata") or {}).get("generation"),
             },
-            st.healthy(
-                replicas=replicas, backlog=backlog, lag_estimated=obs.lag_estimated, notes=notes
+            healthy(
+                replicas=replicas,
+                backlog=backlog,
+                lag_estimated=observation.lag_estimated,
+                notes=moves.notes,
             ),
         )
-        return replicas
 
     def _report_moves(
         self, body: kopf.Body, spec: ConsumerSpec, reclaimed: Reclaimed, total: int
@@ -538,18 +605,18 @@ class Poller:
             kopf.warn(body, reason=reason, message=message)
         self.failing = message
         try:
-            await self._write({}, st.degraded(reason, message, replicas=replicas))
-        except (k.KubeError, OSError) as exc:
+            await self._write({}, degraded(reason, message, replicas=replicas))
+        except (KubeError, OSError) as exc:
             logger.warning("%s/%s: cannot write status: %s", *self.labels, exc)
 
-    async def _write(self, fields: dict[str, Any], conditions: list[st.Condition]) -> None:
+    async def _write(self, fields: dict[str, Any], conditions: list[Condition]) -> None:
         """Merge-patch the status subresource, only when something in it changed."""
-        merged = st.merge_conditions(self.conditions, conditions, st.now_iso())
+        merged = merge_conditions(self.conditions, conditions, now_iso())
         status = {**fields, "conditions": merged}
         comparable = {**status, "conditions": _without_times(merged)}
         if comparable == self.written:
             return
-        path = k.custom_path(self.namespace, self.name, subresource="status")
+        path = custom_path(self.namespace, self.name, subresource="status")
         await self.runtime.kube.merge_patch(path, {"status": status})
         self.conditions = merged
         self.written = comparable

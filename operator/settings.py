@@ -5,7 +5,7 @@ import os
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamscale.operator import constants as c
+from streamscale.operator import constants
 
 
 class OperatorSettings(BaseSettings):
@@ -27,7 +27,8 @@ class OperatorSettings(BaseSettings):
     log_format: str = Field("console", pattern="^(json|console)$", description="json | console.")
     log_level: str = Field("INFO", description="Python logging level.")
     peering_name: str = Field(
-        c.PEERING_NAME, description="kopf peering object: one operator instance acts at a time."
+        constants.PEERING_NAME,
+        description="kopf peering object: one operator instance acts at a time.",
     )
     standalone: bool = Field(False, description="Skip kopf peering (a single instance for sure).")
     priority: int = Field(0, description="kopf peering priority of this instance.")
@@ -35,11 +36,16 @@ class OperatorSettings(BaseSettings):
         True,
         description="Watch CRDs and namespaces for changes (kopf's scanning); off: discover once.",
     )
+    operator_label: str | None = Field(
+        None,
+        description="Act only on StreamConsumers labelled `streamscale.io/operator: <this>`; "
+        "unset: on every one in the watched namespaces. Set when two operators share a namespace.",
+    )
     consumer_image: str = Field(
-        c.DEFAULT_IMAGE, description="Consumer image for StreamConsumers without one."
+        constants.DEFAULT_IMAGE, description="Consumer image for StreamConsumers without one."
     )
     move_min_idle_seconds: float = Field(
-        c.MIN_MOVE_IDLE_MS / 1000,
+        constants.MIN_MOVE_IDLE_MS / 1000,
         ge=0,
         description="Never dead-letter an entry idle for less: a live consumer may have it.",
     )

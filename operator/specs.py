@@ -1,4 +1,4 @@
-"""A StreamConsumer's spec as a typed, validated object, and the Deployment made from it.
+"""A StreamConsumer's spec as a typed, validated object (the Deployment is `deployment.py`'s).
 
 The CRD's schema already rejects most bad specs at admission; `parse()` checks again because the
 operator may meet objects written before a schema change, and because the tests and the demo
@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from streamscale.core.constants import DEAD_LETTER_SUFFIX, PATH_HEALTHZ, PATH_READYZ
-from streamscale.operator import constants as c
+from streamscale.core.constants import DEAD_LETTER_SUFFIX
+from streamscale.operator import constants
 from streamscale.operator.scaling import Policy
 
 
@@ -134,21 +133,21 @@ def parse(
         )
     try:
         policy = Policy(
-            min_replicas=int(_number(scaling, "minReplicas", c.DEFAULT_MIN_REPLICAS)),
-            max_replicas=int(_number(scaling, "maxReplicas", c.DEFAULT_MAX_REPLICAS)),
+            min_replicas=int(_number(scaling, "minReplicas", constants.DEFAULT_MIN_REPLICAS)),
+            max_replicas=int(_number(scaling, "maxReplicas", constants.DEFAULT_MAX_REPLICAS)),
             backlog_per_replica=int(
-                _number(scaling, "backlogPerReplica", c.DEFAULT_BACKLOG_PER_REPLICA)
+                _number(scaling, "backlogPerReplica", constants.DEFAULT_BACKLOG_PER_REPLICA)
             ),
             activation_backlog=int(
-                _number(scaling, "activationBacklog", c.DEFAULT_ACTIVATION_BACKLOG)
+                _number(scaling, "activationBacklog", constants.DEFAULT_ACTIVATION_BACKLOG)
             ),
             stabilization_seconds=_number(
-                scaling, "scaleDownStabilizationSeconds", c.DEFAULT_STABILIZATION_SECONDS
+                scaling, "scaleDownStabilizationSeconds", constants.DEFAULT_STABILIZATION_SECONDS
             ),
         )
     except ValueError as exc:
         raise SpecError(f"spec.scaling: {exc}") from exc
-    poll_seconds = _number(scaling, "pollSeconds", c.DEFAULT_POLL_SECONDS)
+    poll_seconds = _number(scaling, "pollSeconds", constants.DEFAULT_POLL_SECONDS)
     if poll_seconds <= 0:
         raise SpecError("spec.scaling.pollSeconds must be > 0")
     retention = None
@@ -175,171 +174,11 @@ def parse(
         policy=policy,
         poll_seconds=poll_seconds,
         dead_letter_stream=dead_letter.get("stream") or str(stream) + DEAD_LETTER_SUFFIX,
-        max_deliveries=int(dead_letter.get("maxDeliveries", c.DEFAULT_MAX_DELIVERIES)),
-        idle_seconds=float(dead_letter.get("idleSeconds", c.DEFAULT_IDLE_SECONDS)),
+        max_deliveries=int(dead_letter.get("maxDeliveries", constants.DEFAULT_MAX_DELIVERIES)),
+        idle_seconds=float(dead_letter.get("idleSeconds", constants.DEFAULT_IDLE_SECONDS)),
         retention=retention,
         creation_timestamp=creation_timestamp,
     )
-
-
-def has_password(url: str) -> bool:
-    """Whether a Redis URL carries credentials (then it must not go into a Deployment as text)."""
-    parts = urlsplit(url)
-    return bool(parts.password or parts.username)
-
-
-def selector_labels(name: str) -> dict[str, str]:
-    """The labels that select one StreamConsumer's consumer pods."""
-    return {c.LABEL_NAME: c.CONSUMER_APP, c.LABEL_INSTANCE: name}
-
-
-def _env(name: str, value: str) -> dict[str, Any]:
-    return {"name": name, "value": value}
-
-
-def _secret_env(name: str, ref: SecretRef) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-
-
-def _field_env(name: str, path: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
-
-
-def consumer_env(spec: ConsumerSpec, default_redis_url: str | None) -> list[dict[str, Any]]:
-    """The consumer container's environment; secrets only ever by reference."""
-    env = [
-        _field_env("POD_NAME", "metadata.name"),
-        _field_env("POD_NAMESPACE", "metadata.namespace"),
-        _env("STREAMSCALE_STREAM", spec.stream),
-        _env("STREAMSCALE_GROUP", spec.group),
-        _env("STREAMSCALE_NAMESPACE", spec.namespace),
-        _env("STREAMSCALE_NAME", spec.name),
-        _env("STREAMSCALE_DEAD_LETTER_STREAM", spec.dead_letter_stream),
-        _env("STREAMSCALE_MAX_DELIVERIES", str(spec.max_deliveries)),
-        _env("STREAMSCALE_HTTP_PORT", str(c.METRICS_PORT)),
-    ]
-    if spec.model:
-        env.append(_env("STREAMSCALE_MODEL", spec.model))
-    if spec.handler:
-        env.append(_env("STREAMSCALE_HANDLER", spec.handler))
-    if spec.redis_secret:
-        env.append(_secret_env("STREAMSCALE_REDIS_URL", spec.redis_secret))
-    elif spec.redis_url:
-        if has_password(spec.redis_url):
-            raise SpecError(
-                "spec.redis.url carries a password; put the URL in a Secret and use"
-                " spec.redis.urlSecretRef instead"
-            )
-        env.append(_env("STREAMSCALE_REDIS_URL", spec.redis_url))
-    elif default_redis_url is None:
-        raise NoRedis
-    elif has_password(default_redis_url):
-        raise SpecError(
-            "spec.redis is not set and the operator's own Redis URL carries a password, which is"
-            " never copied into a Deployment; set spec.redis.urlSecretRef"
-        )
-    else:
-        env.append(_env("STREAMSCALE_REDIS_URL", default_redis_url))
-    if spec.database_secret:
-        env.append(_secret_env("STREAMSCALE_DATABASE_URL", spec.database_secret))
-    ours = {item["name"] for item in env}
-    # The user's env comes last but cannot override what the operator sets (names, the stream):
-    # a consumer reading another stream than the one the operator scales by would be a silent bug.
-    env += [dict(item) for item in spec.env if item.get("name") not in ours]
-    return env
-
-
-def build_deployment(
-    spec: ConsumerSpec,
-    owner: Mapping[str, Any],
-    *,
-    replicas: int,
-    default_image: str,
-    default_redis_url: str | None,
-) -> dict[str, Any]:
-    """The consumer Deployment the operator owns for `spec` (restricted security profile)."""
-    labels = {
-        **selector_labels(spec.name),
-        c.LABEL_COMPONENT: "consumer",
-        c.LABEL_MANAGED_BY: c.MANAGED_BY,
-    }
-    probe = {"port": c.METRICS_PORT_NAME}
-    container = {
-        "name": c.CONTAINER_NAME,
-        "image": spec.image or default_image,
-        "args": ["consume"],
-        "env": consumer_env(spec, default_redis_url),
-        "ports": [{"name": c.METRICS_PORT_NAME, "containerPort": c.METRICS_PORT}],
-        "resources": dict(spec.resources),
-        "livenessProbe": {
-            "httpGet": {"path": PATH_HEALTHZ, **probe},
-            "periodSeconds": 10,
-            "failureThreshold": 3,
-        },
-        "readinessProbe": {
-            "httpGet": {"path": PATH_READYZ, **probe},
-            "periodSeconds": 5,
-            "failureThreshold": 2,
-        },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": c.RUN_AS_USER,
-            "runAsGroup": c.RUN_AS_USER,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
-    }
-    meta = owner.get("metadata", {})
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": spec.name,
-            "namespace": spec.namespace,
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{c.GROUP}/{c.VERSION}",
-                    "kind": c.KIND,
-                    "name": meta.get("name", spec.name),
-                    "uid": meta.get("uid", ""),
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": selector_labels(spec.name)},
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(c.METRICS_PORT),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": {
-                    # Consumers never call the Kubernetes API: no token in the pod to leak.
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": c.TERMINATION_GRACE_SECONDS,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": c.RUN_AS_USER,
-                        "runAsGroup": c.RUN_AS_USER,
-                        "fsGroup": c.RUN_AS_USER,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": c.TMP_SIZE_LIMIT}}],
-                },
-            },
-        },
-    }
 
 
 def model_conflict(spec: ConsumerSpec, others: Iterable[Mapping[str, Any]]) -> ModelConflict | None:

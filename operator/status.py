@@ -7,7 +7,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from streamscale.operator import constants as c
+from streamscale.operator import constants
 
 
 def now_iso() -> str:
@@ -56,14 +56,14 @@ def healthy(
     )
     message = "; ".join([*lag_note, *notes])
     return [
-        Condition(c.CONDITION_READY, True, "Polled", message),
+        Condition(constants.CONDITION_READY, True, "Polled", message),
         Condition(
-            c.CONDITION_ACTIVE,
+            constants.CONDITION_ACTIVE,
             replicas > 0,
             "Consuming" if replicas > 0 else "ScaledToZero",
             f"backlog {backlog}, {replicas} replicas",
         ),
-        Condition(c.CONDITION_DEGRADED, False, "Polled"),
+        Condition(constants.CONDITION_DEGRADED, False, "Polled"),
     ]
 
 
@@ -71,9 +71,9 @@ def degraded(reason: str, message: str, *, replicas: int | None) -> list[Conditi
     """Conditions when the poll failed: the replicas stay as they were."""
     active = replicas is not None and replicas > 0
     return [
-        Condition(c.CONDITION_READY, False, reason, message),
-        Condition(c.CONDITION_ACTIVE, active, reason, "replicas left unchanged"),
-        Condition(c.CONDITION_DEGRADED, True, reason, message),
+        Condition(constants.CONDITION_READY, False, reason, message),
+        Condition(constants.CONDITION_ACTIVE, active, reason, "replicas left unchanged"),
+        Condition(constants.CONDITION_DEGRADED, True, reason, message),
     ]
 
 

@@ -22,8 +22,9 @@ import yaml
 
 from streamscale.cli.main import cli
 from streamscale.operator import constants as operator_constants
+from streamscale.operator.deployment import build_deployment
 from streamscale.operator.settings import OperatorSettings
-from streamscale.operator.specs import build_deployment, parse
+from streamscale.operator.specs import parse
 from tests.support.helm import CHART, REPO, helm, helm_binary, template, values_table
 
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
@@ -356,7 +357,12 @@ def test_operator_deployment_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    "sets", [[], ["operator.watchNamespaces={shop,billing}", "redis.url=redis://r:6379/0"]]
+    "sets",
+    [
+        [],
+        ["operator.watchNamespaces={shop,billing}", "redis.url=redis://r:6379/0"],
+        ["operator.streamConsumerLabel=rel"],
+    ],
 )
 def test_operator_command_and_env_are_what_streamscale_operate_reads(sets: list[str]) -> None:
     """The rendered command parses with the real CLI; every variable is an operator setting."""
@@ -714,3 +720,21 @@ def test_production_values_set_no_default_redis_the_operator_would_refuse() -> N
     container = operator_container(template([values], namespace="streamscale"))
     assert "STREAMSCALE_REDIS_URL" not in {e["name"] for e in container["env"]}
     assert "urlSecretRef" in values.read_text(), "say where the Redis URL goes instead"
+
+
+def test_a_release_label_splits_stream_consumers_between_releases() -> None:
+    """Two releases in one namespace: each operator acts only on StreamConsumers labelled so."""
+    sets = [
+        "operator.streamConsumerLabel=rel",
+        "demoRedis.enabled=true",
+        "example.enabled=true",
+        "example.databaseSecret=pg",
+    ]
+    docs = template(sets=sets)
+    env = {item["name"]: item for item in operator_container(docs)["env"]}
+    assert env["STREAMSCALE_OPERATOR_LABEL"]["value"] == "rel"
+    example = find(docs, "StreamConsumer")
+    assert example["metadata"]["labels"]["streamscale.io/operator"] == "rel"
+    assert "STREAMSCALE_OPERATOR_LABEL" not in {
+        item["name"] for item in operator_container(template(sets=[]))["env"]
+    }

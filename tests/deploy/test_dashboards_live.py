@@ -196,9 +196,7 @@ async def test_every_panel_shows_data_from_real_streamscale_processes(
             "stream": stream,
             "group": group,
             "redis": {"url": redis_server.url},
-            # Table mode needs a database (the operator refuses one without); the consumer
-            # process below is started by hand, on SQLite.
-            "database": {"urlSecretRef": {"name": "pg", "key": "url"}},
+            "database": h.DATABASE,
             "consumer": {"image": "streamscale:test"},
             "scaling": {"minReplicas": 0, "maxReplicas": 3, "backlogPerReplica": 5,
                         "pollSeconds": 0.5, "scaleDownStabilizationSeconds": 1},

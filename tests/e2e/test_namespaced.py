@@ -67,8 +67,9 @@ def test_two_namespaced_releases_keep_to_their_namespaces(
     # in apps-a is served as before.
     plane.kubectl("scale", "deployment", "team-b-streamscale", "-n", "team-b", "--replicas=0")
     wait_until(lambda: not f.pods(plane, "team-b", f.OPERATOR_SELECTOR), 60, what="team-b stopped")
+    # The same stream as `products`: another stream into its model's table would be refused.
     for watched in teams.values():
-        body = f.stream_consumer("later", redis_server.url, stream=names("l"), group="g")
+        body = f.stream_consumer("later", redis_server.url, stream=names("p"), group="g")
         f.apply(plane, watched, body)
     wait_until(lambda: f.deployment(plane, teams["team-a"], "later"), 60, what="apps-a/later")
     assert f.deployment(plane, teams["team-b"], "later") is None

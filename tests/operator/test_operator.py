@@ -455,3 +455,84 @@ async def test_without_any_redis_the_stream_consumer_says_no_redis_configured(
         assert degraded["message"].startswith("no Redis configured")
         assert "127.0.0.1" not in degraded["message"]
         await h.eventually(lambda: h.events(kmock, "NoRedisConfigured"))
+
+
+async def test_with_an_operator_label_it_acts_only_on_its_own_stream_consumers(
+    kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    h.declare_resources(kmock)
+    for name, release in (("ours", "rel-a"), ("theirs", "rel-b")):
+        body = h.stream_consumer(name, spec(names(name), "writers", redis_server.url))
+        body["metadata"]["labels"] = {"streamscale.io/operator": release}
+        kmock.objects[h.STC, h.NAMESPACE, name] = body
+    settings = h.settings(redis_server.url, operator_label="rel-a")
+    async with h.running_operator(kmock, settings):
+        await h.eventually(lambda: h.condition(kmock, "ours", "Ready") == "True")
+        await asyncio.sleep(0.5)  # a few polls of the other StreamConsumer, had it one
+        assert h.obj(kmock, h.DEPLOYMENTS, "ours") is not None
+        assert h.obj(kmock, h.DEPLOYMENTS, "theirs") is None
+        theirs = h.obj(kmock, h.STC, "theirs") or {}
+        assert not theirs.get("status"), "the other release's operator owns its status"
+
+
+async def test_an_acl_refusal_is_reported_as_refused_not_unreachable(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, user = names("orders"), names("noperm")
+    # Everything but XINFO: the operator's first call of a poll is refused with NOPERM.
+    await redis.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-xinfo")
+    try:
+        url = redis_server.url.replace("redis://", f"redis://{user}:pw@", 1)
+        h.declare_resources(kmock)
+        kmock.objects[h.SECRETS, h.NAMESPACE, "redis"] = {
+            "metadata": {"name": "redis", "namespace": h.NAMESPACE, "resourceVersion": "1"},
+            "data": {"url": base64.b64encode(url.encode()).decode()},
+        }
+        body = h.stream_consumer("orders", spec(stream, "writers", redis_server.url))
+        body["spec"]["redis"] = {"urlSecretRef": {"name": "redis", "key": "url"}}
+        kmock.objects[h.STC, h.NAMESPACE, "orders"] = body
+        async with h.running_operator(kmock, h.settings(redis_server.url)):
+            await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
+            degraded = next(
+                c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Degraded"
+            )
+            assert degraded["reason"] == "RedisRefused"
+            assert "NoPermissionError" in degraded["message"] and "ACL" in degraded["message"]
+            await h.eventually(lambda: h.events(kmock, "RedisRefused"))
+            assert not h.events(kmock, "RedisUnavailable")
+    finally:
+        await redis.execute_command("ACL", "DELUSER", user)
+
+
+async def test_a_destroyed_group_is_not_recreated_at_the_start_of_a_stream_with_entries(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    """Recreating it at 0 would make the consumers replay the whole stream."""
+    stream, group = names("orders"), "writers"
+    for n in range(5):
+        await redis.xadd(stream, {"n": str(n)})
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url)
+    )
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        # The first poll creates the missing group: a new StreamConsumer over an existing stream.
+        await h.eventually(lambda: h.status(kmock, "orders").get("lag") == 5)
+        await redis.xgroup_destroy(stream, group)
+        await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
+        degraded = next(
+            c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Degraded"
+        )
+        assert degraded["reason"] == "GroupMissing"
+        assert "XGROUP CREATE" in degraded["message"]
+        await asyncio.sleep(1)  # several polls: none may recreate it
+        assert await redis.xinfo_groups(stream) == []
+        await redis.xgroup_create(stream, group, id="$")
+        await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "False")
+        assert h.status(kmock, "orders")["lag"] == 0

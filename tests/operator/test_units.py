@@ -8,11 +8,14 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from redis import exceptions as redis_exceptions
 
 from streamscale.core.streams import PendingEntry
 from streamscale.operator import constants as c
+from streamscale.operator import redis_failures
+from streamscale.operator.deployment import build_deployment
 from streamscale.operator.reclaiming import Rules, owner_pod, verdict
-from streamscale.operator.specs import SpecError, build_deployment, model_conflict, parse
+from streamscale.operator.specs import SpecError, model_conflict, parse
 from streamscale.operator.status import Condition, merge_conditions
 from tests.support import kube as h
 
@@ -276,3 +279,28 @@ def test_the_older_stream_consumer_keeps_a_model_table() -> None:
     assert "StreamConsumer a" in (conflict(new) or "")
     assert conflict(same_stream) is None, "several groups of one stream may share a table"
     assert conflict(other_db) is None, "another database is another table"
+
+
+def test_redis_failures_tell_unreachable_from_refused() -> None:
+    unreachable = [
+        redis_exceptions.ConnectionError(
+            "Error 111 connecting to 127.0.0.1:1. Connection refused."
+        ),
+        redis_exceptions.TimeoutError("Timeout reading from socket"),
+        redis_exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+        OSError("Network is unreachable"),
+    ]
+    for exc in unreachable:
+        failure = redis_failures.classify(exc)
+        assert failure.reason == "RedisUnavailable", exc
+        assert failure.message.startswith("Redis unreachable")
+    refused = [
+        redis_exceptions.NoPermissionError("NOPERM User op has no permissions to run 'xinfo'"),
+        redis_exceptions.AuthenticationError("WRONGPASS invalid username-password pair"),
+        redis_exceptions.ResponseError("WRONGTYPE Operation against a key of the wrong kind"),
+    ]
+    for exc in refused:
+        failure = redis_failures.classify(exc)
+        assert failure.reason == "RedisRefused", exc
+        assert failure.message.startswith("Redis refused")
+    assert "ACL" in redis_failures.classify(refused[0]).message

@@ -443,6 +443,7 @@ async def test_operator_status_events_deployments_and_logs_never_carry_the_passw
         kmock.objects[h.STC, h.NAMESPACE, name] = h.stream_consumer(name, {
             "stream": STREAM, "group": GROUP,
             "redis": {"urlSecretRef": {"name": name, "key": "url"}},
+            "database": h.DATABASE,
             "consumer": {"image": "streamscale:test"},
             "scaling": {"minReplicas": 0, "maxReplicas": 2, "pollSeconds": 0.2},
             "deadLetter": {"maxDeliveries": 3, "idleSeconds": 60},
@@ -454,7 +455,8 @@ async def test_operator_status_events_deployments_and_logs_never_carry_the_passw
         await h.eventually(lambda: h.events(kmock, "DeadLettered"), 20)
         for name in ("refused", "down"):
             await h.eventually(lambda n=name: h.condition(kmock, n, "Degraded") == "True", 20)
-        await h.eventually(lambda: len(h.events(kmock, "RedisUnavailable")) >= 2, 20)
+        await h.eventually(lambda: h.events(kmock, "RedisUnavailable"), 20)  # down
+        await h.eventually(lambda: h.events(kmock, "RedisRefused"), 20)  # wrong password
     assert admin.xlen(STREAM + ":dlq") == 5 and ids
     sent = [json.dumps(request.data, default=str) for request in list(kmock)]
     stored = [json.dumps(h.obj(kmock, kind, name), default=str)
