@@ -36,7 +36,11 @@ typecheck: install
 	ln -s "$$PWD/operator" .build/typecheck/streamscale/operator
 	cd .build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p streamscale
 
-test: install ## the whole suite against throwaway redis-server and PostgreSQL processes
+# Stops at once, with the one command to run, when redis-server, PostgreSQL, Prometheus or openssl
+# is missing (helm is downloaded into .cache/ by the tests themselves).
+test: ## the whole suite against throwaway redis-server and PostgreSQL processes
+	.ci/prerequisites test
+	$(MAKE) install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install ## benchmarks, each printing a ratio against a baseline measured in the same run
@@ -45,7 +49,9 @@ bench: install ## benchmarks, each printing a ratio against a baseline measured 
 chaos: install ## the full chaos soak (1,000,000 messages); the short version runs in `make test`
 	STREAMSCALE_CHAOS=full $(BIN)/pytest -m slow tests/system/test_chaos.py -s
 
-demo: install ## the whole system on one machine, on embedded defaults
+demo: ## the whole system on one machine, on embedded defaults (needs redis-server)
+	.ci/prerequisites demo
+	$(MAKE) install
 	$(BIN)/streamscale demo
 
 # etcd, kube-apiserver, kube-controller-manager, kubectl and helm built from the versions pinned in

@@ -1,4 +1,4 @@
-"""What the benchmarks share: servers, the seeds' payload, process watching, metric parsing.
+"""What the benchmarks share: servers, the product payload, process watching, metric parsing.
 
 The throwaway redis-server and PostgreSQL come from tests/servers.py (the same ones the tests
 use): the repository root goes at the END of sys.path, so the standard `operator` module is
@@ -35,7 +35,7 @@ LOGS = ROOT / ".build" / "bench-logs"
 
 
 def product(n: int, now: datetime.datetime | None = None) -> dict[str, Any]:
-    """The seeds' product payload (sku, name, price, url, created_at)."""
+    """The product payload (sku, name, price, url, created_at) of `examples.models:Product`."""
     now = now or datetime.datetime.now(datetime.UTC)
     return {
         "sku": f"SKU-{n:07d}",
@@ -91,7 +91,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float, what
 
 
 def new_database(pg: PostgresServer, name: str) -> str:
-    """A fresh database on `pg` with the seeds' product table; its URL (postgresql://)."""
+    """A fresh database on `pg` with the product table; its URL (postgresql://)."""
     from sqlalchemy.dialects import postgresql  # noqa: PLC0415
     from sqlalchemy.schema import CreateIndex, CreateTable  # noqa: PLC0415
 

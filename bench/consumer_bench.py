@@ -1,7 +1,7 @@
-"""The consumer benchmark: seeds/000's consumer against `streamscale consume`, in one run.
+"""The consumer benchmark: a tutorial-style consumer loop against `streamscale consume`, in one run.
 
 Phases, on one throwaway redis-server and one throwaway PostgreSQL:
-1. Fill a source stream with N-1 product entries (the seeds' payload), once.
+1. Fill a source stream with N-1 product entries (the product payload), once.
 2. Throughput, for each contender: COPY the source to the contender's own stream, create its
    group at `$` (nothing to read), start the contender on a fresh database, wait until all its
    consumers are blocked in XREADGROUP, then start the clock: XGROUP SETID to 0 and XADD the
@@ -63,6 +63,8 @@ MODEL = "examples.models:Product"
 TABLE = "product"
 
 TARGET_RATIO = 8.0
+TARGET_PEER_RATIO = 2.0
+TARGET_CPU_US = 6.0
 TARGET_RSS_MB = 80.0
 TARGET_P99_MS = 25.0
 
@@ -192,7 +194,7 @@ class Bench:
         url = new_database(self.pg, "bench_baseline")
         proc = Process(
             "baseline",
-            [sys.executable, str(ROOT / "bench" / "baseline_seed000.py"),
+            [sys.executable, str(ROOT / "bench" / "baseline_tutorial_loop.py"),
              "--redis-url", self.redis_url, "--stream", stream, "--group", group,
              "--database-url", url.replace("postgresql://", "postgresql+asyncpg://", 1)],
         )  # fmt: skip
@@ -202,7 +204,27 @@ class Bench:
             proc.stop(timeout=8)
         check_rows(self.count_rows("bench_baseline"), n, "baseline")
         return Throughput(
-            "baseline: seeds/000 (3 workers, COUNT 100, ORM)", n, seconds, cpu, servers
+            "baseline: tutorial loop (3 workers, COUNT 100, ORM)", n, seconds, cpu, servers
+        )
+
+    def faststream(self) -> Throughput:
+        """The peer users would pick instead (bench/faststream_peer.py), one process."""
+        n, stream, group = self.args.messages, "bench:faststream", "faststream"
+        self.prepare(stream, group)
+        url = new_database(self.pg, "bench_faststream")
+        proc = Process(
+            "faststream",
+            [sys.executable, str(ROOT / "bench" / "faststream_peer.py"),
+             "--redis-url", self.redis_url, "--stream", stream, "--group", group,
+             "--database-url", url],
+        )  # fmt: skip
+        try:
+            seconds, cpu, servers = self.race(proc, stream, group, consumers=1)
+        finally:
+            proc.stop(timeout=8)
+        check_rows(self.count_rows("bench_faststream"), n, "faststream")
+        return Throughput(
+            "peer: FastStream batch subscriber + asyncpg unnest", n, seconds, cpu, servers
         )
 
     def streamscale(self, label: str = "", **settings: Any) -> Throughput:
@@ -372,9 +394,14 @@ def table(rows: Sequence[tuple[str, ...]]) -> str:
 
 
 def report(
-    base: Throughput | None, ours: Throughput, lat: Latency | None, args: argparse.Namespace
+    base: Throughput | None,
+    peer: Throughput | None,
+    ours: Throughput,
+    lat: Latency | None,
+    args: argparse.Namespace,
 ) -> bool:
     ratio = ours.rate / base.rate if base else math.nan
+    peer_ratio = ours.rate / peer.rate if peer else math.nan
     print()
     print(
         table(
@@ -394,7 +421,7 @@ def report(
                         f"{t.rate:,.0f}",
                         t.cpu_breakdown,
                     )
-                    for t in (base, ours)
+                    for t in (base, peer, ours)
                     if t is not None
                 ],
             ]
@@ -402,9 +429,25 @@ def report(
     )
     if base is not None:
         print(f"ratio: streamscale / baseline = {ratio:.2f}x")
+    if peer is not None:
+        print(
+            f"ratio: streamscale / FastStream peer = {peer_ratio:.2f}x messages/s, "
+            f"{peer.cpu_us_per_message / ours.cpu_us_per_message:.2f}x less consumer CPU "
+            "per message"
+        )
+    print(
+        f"load average (1, 5, 15 min) at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     rss = max(ours.peak_rss_mb or 0.0, lat.peak_rss_mb if lat else 0.0)
     rows = [("target", "wanted", "measured", "result")]
-    ok = rss <= TARGET_RSS_MB
+    cpu = ours.cpu_us_per_message
+    rows.append(("consumer CPU per message", f"<= {TARGET_CPU_US:.0f} µs", f"{cpu:.1f} µs",
+                 verdict(cpu <= TARGET_CPU_US)))  # fmt: skip
+    ok = rss <= TARGET_RSS_MB and cpu <= TARGET_CPU_US
+    if peer is not None:
+        rows.append(("throughput vs FastStream", f">= {TARGET_PEER_RATIO:.0f}x",
+                     f"{peer_ratio:.2f}x", verdict(peer_ratio >= TARGET_PEER_RATIO)))  # fmt: skip
+        ok = ok and peer_ratio >= TARGET_PEER_RATIO
     if base is not None:
         rows.append(("throughput vs baseline", f">= {TARGET_RATIO:.0f}x", f"{ratio:.2f}x",
                      verdict(ratio >= TARGET_RATIO)))  # fmt: skip
@@ -457,7 +500,7 @@ def sweep(bench: Bench) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="seeds/000's consumer vs `streamscale consume`.")
+    p = argparse.ArgumentParser(description="A tutorial-style loop vs `streamscale consume`.")
     p.add_argument("--messages", type=int, default=None, help="entries per contender (200,000)")
     p.add_argument("--quick", action="store_true", help="smoke run: 20,000 messages, 3 s latency")
     p.add_argument("--rate", type=float, default=5000, help="latency phase: messages/s")
@@ -465,7 +508,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="STREAMSCALE_BATCH_SIZE")
     p.add_argument("--concurrency", type=int, default=None, help="STREAMSCALE_CONCURRENCY")
     p.add_argument("--pool-size", type=int, default=None, help="STREAMSCALE_POOL_SIZE")
-    p.add_argument("--no-baseline", action="store_true", help="only the streamscale consumer")
+    p.add_argument("--no-baseline", action="store_true", help="skip the tutorial-style loop")
+    p.add_argument("--no-peer", action="store_true", help="skip the FastStream peer")
     p.add_argument("--no-latency", action="store_true", help="skip the latency phase")
     p.add_argument(
         "--sweep", metavar="B:C:P,...", help="only throughput for these batch:concurrency:pool"
@@ -517,6 +561,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"CPU µs/message: {base.cpu_breakdown} self/PostgreSQL/Redis)",
                 flush=True,
             )
+        peer = None
+        if not args.no_peer:
+            peer = bench.faststream()
+            print(
+                f"FastStream peer: {peer.rate:,.0f} messages/s ({peer.seconds:.2f}s, "
+                f"CPU µs/message: {peer.cpu_breakdown} self/PostgreSQL/Redis)",
+                flush=True,
+            )
         ours = bench.streamscale()
         print(
             f"streamscale: {ours.rate:,.0f} messages/s ({ours.seconds:.2f}s, "
@@ -532,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         client.close()
-    ok = report(base, ours, lat, args)
+    ok = report(base, peer, ours, lat, args)
     return 0 if ok or not args.strict else 1
 
 

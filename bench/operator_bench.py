@@ -8,7 +8,7 @@ Usage: python bench/operator_bench.py [--quick] [--only reaction|move|cost]
    once; then, at a random moment of each one's poll cycle, one entry is added to its stream
    (the backlog crosses the activation threshold). The clock stops when the emulator holds the
    Deployment with `spec.replicas` >= 1. Target: at most pollSeconds + 1 s.
-2. Dead-letter move rate. 100,000 entries (the seeds' product payload) pending on a consumer
+2. Dead-letter move rate. 100,000 entries (the product payload) pending on a consumer
    whose pod is gone, moved by the operator's mover (`reclaiming.move_stranded`: XPENDING pages
    of 1000 + the atomic Lua script). Target: at least 50,000 entries/s. Baseline, in the same
    run: a client-side mover doing what one would write without the script (XPENDING page, then

@@ -17,6 +17,7 @@ from streamscale.core.constants import DATA_FIELD
 from streamscale.core.streams import Entry, Fields, StreamId, id_millis
 
 _DATA = DATA_FIELD.encode()
+_DATA_SIZE = len(_DATA)
 
 
 @dataclasses.dataclass(slots=True)
@@ -47,10 +48,12 @@ def entry_size(fields: Fields) -> int:
 
 def decode(entry_id: StreamId, fields: Fields, max_bytes: int) -> Message:
     """Decode one entry; a bad one comes back with `payload=None` and `error` set."""
-    size = entry_size(fields)
+    raw = fields.get(_DATA)
+    # The usual entry is the `data` field alone: its size without summing over the map saves
+    # about a third of decoding's CPU per message (bench/README.md).
+    size = _DATA_SIZE + len(raw) if raw is not None and len(fields) == 1 else entry_size(fields)
     if size > max_bytes:
         return Message(entry_id, fields, None, f"message is {size} bytes, above {max_bytes}")
-    raw = fields.get(_DATA)
     if raw is None:
         try:
             return Message(entry_id, fields, {k.decode(): v.decode() for k, v in fields.items()})

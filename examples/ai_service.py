@@ -23,7 +23,7 @@ from streamscale.consumer.messages import Message
 from streamscale.consumer.sinks.handler import Reject
 
 DELAY_SECONDS = float(os.environ.get("AI_SERVICE_DELAY_SECONDS", "0.05"))
-"""Simulated model latency; the seed article uses a whole second."""
+"""Simulated model latency; a real model call can take a whole second."""
 WORKER = os.environ.get("STREAMSCALE_CONSUMER") or os.environ.get("POD_NAME") or "ai-worker"
 
 

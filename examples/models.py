@@ -1,4 +1,4 @@
-"""A SQLModel sink model: the product rows of seeds/000 (a supermarket price scraper)."""
+"""A SQLModel sink model: product rows, as a supermarket price scraper stores them."""
 
 import datetime
 from decimal import Decimal

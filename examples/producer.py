@@ -1,4 +1,4 @@
-"""A producer of product rows for `examples.models:Product`, in the seed article's two modes.
+"""A producer of product rows for `examples.models:Product`: one XADD each, or pipelined.
 
     python examples/producer.py --count 10000 --bulk
 

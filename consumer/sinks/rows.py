@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import pydantic
 import sqlalchemy as sa
 from sqlmodel import SQLModel
+from typing_extensions import TypedDict
 
 from streamscale.consumer.constants import STREAM_ID_COLUMN
 from streamscale.consumer.messages import Message
@@ -76,16 +77,34 @@ class RowBuilder:
             for col in table.columns
             if not _is_generated(col) and col.name in model.model_fields
         ]
-        fields: dict[str, Any] = {
-            name: (info.annotation, _plain_field(info))
+        infos = {
+            name: info
             for name, info in model.model_fields.items()
             if name in self.columns and name != STREAM_ID_COLUMN
         }
-        shadow: Any = pydantic.create_model(
-            f"{model.__name__}Payload",
-            __config__=pydantic.ConfigDict(extra="ignore"),
-            **fields,
-        )
+        # Validating into dicts costs about half of validating into model instances (0.95-1.1
+        # against 1.8 µs per product row, bench/README.md), but a TypedDict fills no defaults
+        # and knows no aliases: models that use them keep the model.
+        self._dicts = all(info.is_required() and not info.alias for info in infos.values())
+        shadow: Any
+        if self._dicts:
+            typed_dict: Any = TypedDict  # built at run time from the model: no static type
+            shadow = typed_dict(
+                f"{model.__name__}Payload",
+                {
+                    name: Annotated[info.annotation, _plain_field(info)]
+                    for name, info in infos.items()
+                },
+            )
+        else:
+            fields: dict[str, Any] = {
+                name: (info.annotation, _plain_field(info)) for name, info in infos.items()
+            }
+            shadow = pydantic.create_model(
+                f"{model.__name__}Payload",
+                __config__=pydantic.ConfigDict(extra="ignore"),
+                **fields,
+            )
         self._one = pydantic.TypeAdapter(shadow)
         self._many = pydantic.TypeAdapter(list[shadow])
         self._converters: list[tuple[str, Convert | None]] = []
@@ -140,8 +159,8 @@ class RowBuilder:
             ids.append(message.id)
         return rows, ids, rejected
 
-    def _row(self, entry_id: StreamId, value: pydantic.BaseModel) -> Row:
-        row = list(self._pick(value.__dict__))
+    def _row(self, entry_id: StreamId, value: Any) -> Row:
+        row = list(self._pick(value if self._dicts else value.__dict__))
         if self._id_at is not None:
             row.insert(self._id_at, entry_id)
         for i, convert in self._convert_at:

@@ -686,7 +686,8 @@ def demo(**options: Any) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:
     """Run the benchmarks of a source checkout (bench/run.py, what `make bench` runs)."""
-    script = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+    # streamscale/cli/main.py: the checkout's root is three levels up.
+    script = Path(__file__).resolve().parents[2] / "bench" / "run.py"
     if not script.is_file():
         fail(
             "the benchmarks live in the source repository (bench/run.py), not in the installed"

@@ -1,6 +1,6 @@
 """`streamscale produce`: payloads from a template, written one XADD at a time or pipelined.
 
-The default payload is the seed article's product row (sku, name, price, url, created_at). A
+The default payload is a product row (sku, name, price, url, created_at). A
 `--template` is any JSON object whose strings may hold placeholders: `{n}` (the message's number,
 from 0), `{uuid}`, `{now}` (ISO 8601 with the UTC offset), `{rand}` (a float in [0, 1)). A string
 that is exactly one placeholder takes the placeholder's own type (`"{n}"` becomes the number).
@@ -70,7 +70,7 @@ def render(template: Any, values: dict[str, Any]) -> Any:
 
 
 def product(n: int, rng: random.Random) -> dict[str, Any]:
-    """The default payload: a product row, as the seed article's scrapers produce them."""
+    """The default payload: a product row, as a price scraper produces them."""
     return {
         "sku": f"SKU-{n:08d}",
         "name": f"Product {n}",

@@ -8,8 +8,10 @@ check that each one ends in the dead-letter stream with a reason, while the good
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -17,6 +19,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlmodel import Field, SQLModel
 
 from examples.models import Product
 from streamscale.consumer.messages import Message, decode, entry_size
@@ -182,6 +185,38 @@ def test_row_builder_never_raises_and_accounts_for_every_message(
         assert all(isinstance(err, str) and err for err in rejected.values())
         for row in rows:
             assert len(row) == len(builder.columns)
+
+
+class DefaultedProduct(SQLModel, table=True):
+    """Product plus a column with a default: the builder then validates into model instances."""
+
+    __tablename__ = "defaulted_product"
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: str = Field(unique=True)
+    sku: str = Field(max_length=64)
+    name: str
+    price: Decimal = Field(max_digits=12, decimal_places=2, ge=0)
+    url: str
+    created_at: datetime.datetime
+    note: str = "none"
+
+
+DEFAULTED = RowBuilder(DefaultedProduct, "s", json_as_text=True)
+
+
+@settings(FUZZ, max_examples=120)
+@given(items=st.lists(payloads, min_size=1, max_size=8))
+def test_row_builder_paths_agree(items: list[dict[str, Any]]) -> None:
+    """Validation into dicts (all fields required) and into models (a default) give the same
+    rows and the same rejections."""
+    messages = _messages(items)
+    assert PRODUCTS._dicts and not DEFAULTED._dicts
+    rows, ids, rejected = PRODUCTS.build(messages)
+    other_rows, other_ids, other_rejected = DEFAULTED.build(messages)
+    assert DEFAULTED.columns == [*PRODUCTS.columns, "note"]
+    assert [row[:-1] for row in other_rows] == rows
+    assert all(row[-1] == "none" for row in other_rows)
+    assert (other_ids, other_rejected) == (ids, rejected)
 
 
 # End to end ----------------------------------------------------------------------------------

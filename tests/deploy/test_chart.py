@@ -246,6 +246,24 @@ def test_no_rbac_rule_has_a_wildcard() -> None:
     assert rules_seen
 
 
+def test_no_rbac_rule_grants_a_resource_twice() -> None:
+    """One rule per (group, resource): a repeated grant hides which block really needs it."""
+    roles_seen = 0
+    for case, docs in render_all():
+        for doc in docs:
+            if doc["kind"] not in RBAC_KINDS:
+                continue
+            roles_seen += 1
+            seen: set[tuple[str, str]] = set()
+            for rule in doc["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        key = (group, resource)
+                        assert key not in seen, f"{case}: {doc['kind']} grants {key} twice"
+                        seen.add(key)
+    assert roles_seen
+
+
 def rules_by_resource(doc: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     grants: dict[tuple[str, str], set[str]] = {}
     for rule in doc["rules"]:
@@ -431,7 +449,7 @@ def test_values_yaml_documents_every_value() -> None:
 
 def test_readme_values_table_is_current() -> None:
     readme = (CHART / "README.md").read_text()
-    assert values_table() in readme, "regenerate it: .venv/bin/python -m tests.support.helm"
+    assert values_table() in readme, "regenerate it: .venv/bin/python tests/support/helm.py"
 
 
 def undocumented_keys(lines: list[str]) -> list[str]:
@@ -481,6 +499,10 @@ WRONG_VALUES = [
     "metrics.serviceMonitor.interval=soon",
     "service.port=-1",
     "redis.url=postgres://nope",
+    # A password in a plain value ends up in the operator's Deployment for anyone who can read it.
+    "redis.url=redis://:secret@r:6379/0",
+    "redis.url=rediss://streamscale:secret@r:6380/0",
+    "redis.url=redis://r:6379/0?password=secret",
     "operator.watchNamespaces=shop",
     "dashboards.enabled=yes",
     "nonsense=1",
@@ -686,6 +708,18 @@ def test_packaged_chart_ships_rules_dashboards_and_crds_but_no_test_files(tmp_pa
     ]
     docs = [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
     assert {"PrometheusRule", "ConfigMap"} <= {d["kind"] for d in docs}
+
+
+def test_production_values_set_no_default_redis_the_operator_would_refuse() -> None:
+    """A Secret-held default Redis has a password, which the operator never puts in a Deployment.
+
+    So every StreamConsumer without spec.redis would be refused: the production example names
+    the Redis in each StreamConsumer (spec.redis.urlSecretRef) instead.
+    """
+    values = REPO / "examples" / "values-production.yaml"
+    container = operator_container(template([values], namespace="streamscale"))
+    assert "STREAMSCALE_REDIS_URL" not in {e["name"] for e in container["env"]}
+    assert "urlSecretRef" in values.read_text(), "say where the Redis URL goes instead"
 
 
 def test_a_release_label_splits_stream_consumers_between_releases() -> None:

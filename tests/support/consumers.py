@@ -34,7 +34,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 
 def product(n: int) -> dict[str, Any]:
-    """The seeds' product payload."""
+    """The product payload of `examples.models:Product`."""
     return {
         "sku": f"SKU-{n:07d}",
         "name": f"Product {n}",

@@ -182,7 +182,8 @@ def _layer_zip(tgz: IO[bytes]) -> io.BytesIO:
 def values_table() -> str:
     """The chart README's values table (helm-docs style) from values.yaml's `# --` comments.
 
-    Regenerate the README's table with `.venv/bin/python -m tests.support.helm`.
+    Regenerate the README's table with `.venv/bin/python tests/support/helm.py` (never `python -m`
+    from the repository root, where operator/ would shadow the standard library).
     """
     lines = (CHART / "values.yaml").read_text().splitlines()
     values = yaml.safe_load("\n".join(lines))

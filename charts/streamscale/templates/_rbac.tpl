@@ -24,12 +24,12 @@ group, resource and verb is named. The same streamscale block serves the Cluster
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# spec.redis.urlSecretRef: the Redis URL of a StreamConsumer (read only, never listed).
+# spec.redis.urlSecretRef: the operator reads the Redis URL of a StreamConsumer itself, to poll
+# its group's lag and pending. Only `get` by name (never list or watch); but Kubernetes cannot
+# narrow `get` to the Secrets some StreamConsumer names, so with rbac.clusterWide=true this reaches
+# every Secret in the cluster. rbac.clusterWide=false limits it to operator.watchNamespaces.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Scaling and dead-letter Events on the StreamConsumer.
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create"]
+# Its Events (scaling, dead letters) go through the kopf block's `events: create` grant.
 {{- end }}

@@ -1,15 +1,16 @@
-"""The baseline: the consumer of /work/shared/seeds/000, written the way the article writes it.
+"""The baseline: a straightforward redis-py + SQLModel consumer loop, the kind the tutorials show.
 
 Three worker coroutines share one redis-py asyncio client (`decode_responses=True`); each does
 XREADGROUP COUNT 100 BLOCK 5000, `json.loads` of the `data` field, builds SQLModel ORM objects,
 `session.add_all` and one commit per batch on an `AsyncSession` (postgresql+asyncpg), then XACK
-and the article's XTRIM. One adaptation, needed to store into the same table as the
-contender (`examples.models:Product`): `stream_id` is set to the entry ID (the article's table
-has no such column; ours must, so that the streamscale consumer can be idempotent, and both
+and an XTRIM to cap the stream. One adaptation, needed to store into the same table as the
+contender (`examples.models:Product`): `stream_id` is set to the entry ID (the tutorials' tables
+have no such column; ours must, so that the streamscale consumer can be idempotent, and both
 contenders pay for its unique index).
-The article's per-batch `print`s stay (the bench sends them to a log file).
+The loop's per-batch `print`s stay (the bench sends them to a log file).
 
-Run by bench/consumer_bench.py as a subprocess; SIGTERM stops it the article's way.
+Run by bench/consumer_bench.py as a subprocess; SIGTERM stops it
+(a signal handler sets a shutdown flag).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from examples.models import Product
 GROUP_NAME = "inserters"
 WORKER_NAME_PREFIX = "worker"
 NUM_WORKERS = 3
-MAX_STREAM_LENGTH = 10_000_000  # the article leaves it open; large enough never to drop unread
+MAX_STREAM_LENGTH = 10_000_000  # the loop leaves it open; large enough never to drop unread
 
 STREAM_NAME = "products"
 STREAM_MODEL_MAP: dict[str, type] = {}
@@ -221,7 +222,7 @@ async def main() -> None:
 
 
 def configure(argv: list[str] | None = None) -> None:
-    """The article reads these from the environment; the bench passes them as arguments."""
+    """Such loops read these from the environment; the bench passes them as arguments."""
     global redis_conn, db_engine, AsyncSessionLocal, STREAM_NAME, STREAM_MODEL_MAP, STREAMS  # noqa: PLW0603
     global GROUP_NAME
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -233,8 +234,8 @@ def configure(argv: list[str] | None = None) -> None:
     STREAM_NAME, GROUP_NAME = args.stream, args.group
     STREAM_MODEL_MAP = {STREAM_NAME: Product}
     STREAMS = [STREAM_NAME]
-    # redis-py 8 added a default socket timeout of 5 s, which the article's BLOCK 5000 runs into
-    # on an idle stream; the redis-py of the article had none.
+    # redis-py 8 added a default socket timeout of 5 s, which the loop's BLOCK 5000 runs into
+    # on an idle stream; older redis-py had none.
     redis_conn = redis.Redis.from_url(args.redis_url, decode_responses=True, socket_timeout=None)
     db_engine = create_async_engine(args.database_url)
     AsyncSessionLocal = async_sessionmaker(
