@@ -44,13 +44,16 @@ def test_the_crd_loads_from_the_chart() -> None:
     assert version["name"] == c.VERSION and version["subresources"] == {"status": {}}
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
     assert columns == [
-        "Stream", "Group", "Replicas", "Desired", "Lag", "Pending", "Dead-lettered", "Age"
+        "Stream", "Group", "Replicas", "Desired", "Lag", "Pending", "Dead-lettered", "Age",
+        "Arrival/s", "Drain-s",
     ]  # fmt: skip
     scaling = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["scaling"]
     rules = [rule["rule"] for rule in scaling["x-kubernetes-validations"]]
     assert any(rule.endswith("self.minReplicas <= self.maxReplicas") for rule in rules)
+    optional = {"targetDrainSeconds", "replicaThroughput"}  # drainTime mode only: no default
     for name, field in scaling["properties"].items():
-        assert "default" in field and field.get("description"), name
+        assert field.get("description"), name
+        assert ("default" in field) != (name in optional), name
 
 
 def test_the_example_validates_against_the_schema() -> None:
