@@ -63,8 +63,6 @@ MIN_MOVE_IDLE_MS: Final = 5_000
 """Never move an entry idle for less than this: a live consumer may have just taken it.
 Consumers renew their lease on in-flight entries at least every 2 s, well inside it."""
 
-ESTIMATE_LIMIT: Final = 100_000
-"""XRANGE bound when lag is NULL and the unread count has to be estimated."""
 
 # Metrics (prefix streamscale_) ----------------------------------------------------------------
 GROUP_LAG: Final = "streamscale_group_lag"

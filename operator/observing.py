@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 import redis.asyncio as aioredis
 
+from streamscale.core import lag
 from streamscale.core.streams import (
     ConsumerInfo,
     GroupInfo,
-    as_str,
     consumer_infos,
     ensure_group,
-    estimate_unread,
     group_info,
-    id_key,
 )
 
 
@@ -81,43 +77,17 @@ async def observe(
         info = await group_info(redis, stream, group)
         if info is None:
             raise RuntimeError(f"group {group} of stream {stream} vanished right after creation")
-    stream_info = await _stream_info(redis, stream)
-    if info.lag is None:
-        lag, _ = await estimate_unread(redis, stream, info, limit=estimate_limit)
-        estimated = True
-    else:
-        lag, estimated = checked_lag(info, stream_info), False
+    stream_fields = await lag.stream_info(redis, stream)
+    group_lag = await lag.group_lag(
+        redis, stream, info, limit=estimate_limit, stream_fields=stream_fields
+    )
     consumers = tuple(await consumer_infos(redis, stream, group)) if info.consumers else ()
-    added = stream_info.get("entries-added")
+    added = stream_fields.get("entries-added")
     return Observation(
-        lag=lag,
-        lag_estimated=estimated,
+        lag=group_lag.count,
+        lag_estimated=group_lag.estimated,
         pending=info.pending,
         consumers=consumers,
         group=info,
         entries_added=None if added is None else int(added),
     )
-
-
-async def _stream_info(redis: aioredis.Redis, stream: str) -> dict[str, Any]:
-    """`XINFO STREAM` (O(1) without FULL) with text keys."""
-    raw = await redis.execute_command("XINFO", "STREAM", stream)
-    return {as_str(k): v for k, v in (raw.items() if isinstance(raw, dict) else [])}
-
-
-def checked_lag(info: GroupInfo, stream_info: Mapping[str, Any]) -> int:
-    """`XINFO GROUPS` lag, checked against the stream's own bounds.
-
-    redis-server 7.0 restores a group's entries-read from the last AOF rewrite, so after a
-    restart the reported lag counts every entry read since that rewrite, for good. Two cheap
-    facts bound it: nothing is unread once the group has delivered the stream's last generated
-    ID, and nothing unread exceeds the stream's length.
-    """
-    assert info.lag is not None
-    if info.lag == 0:
-        return 0
-    last_generated = as_str(stream_info.get("last-generated-id"))
-    if last_generated and id_key(info.last_delivered_id) >= id_key(last_generated):
-        return 0
-    length = stream_info.get("length")
-    return min(info.lag, int(length)) if length is not None else info.lag

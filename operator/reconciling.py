@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 import redis.asyncio as aioredis
 
+from streamscale.core import lag
 from streamscale.core.backoff import Backoff
 from streamscale.core.deadletter import Scripts, counter_key, read_counts
 from streamscale.core.streams import connect
@@ -430,7 +431,7 @@ class Poller:
         runtime = self.runtime
         policy = spec.policy
         limit = min(
-            constants.ESTIMATE_LIMIT,
+            lag.DEFAULT_LIMIT,
             policy.backlog_per_replica * policy.max_replicas + policy.activation_backlog + 1,
         )
         # A status with a lag means a poll saw the group: if it is gone now, it was destroyed.

@@ -32,6 +32,7 @@ from rich.table import Table
 from streamscale.cli import producing
 from streamscale.cli import snapshots as st
 from streamscale.cli.local import LocalConsumers, LocalError, RedisProcess
+from streamscale.core import lag
 from streamscale.core import streams as s
 from streamscale.core.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE, X_ORIGINAL_ID
 from streamscale.core.deadletter import Scripts
@@ -145,10 +146,8 @@ async def backlog_of(redis: aioredis.Redis) -> tuple[int, s.GroupInfo | None]:
     info = await s.group_info(redis, STREAM, GROUP)
     if info is None:
         return 0, None
-    lag = info.lag
-    if lag is None:
-        lag, _exact = await s.estimate_unread(redis, STREAM, info)
-    return lag + info.pending, info
+    group_lag = await lag.group_lag(redis, STREAM, info)
+    return group_lag.count + info.pending, info
 
 
 async def counters(

@@ -17,11 +17,10 @@ import redis.asyncio as aioredis
 from rich.table import Table
 from rich.text import Text
 
+from streamscale.core import lag
 from streamscale.core import streams as s
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
 
-ESTIMATE_LIMIT = 100_000
-"""The XRANGE bound when lag has to be counted (NULL lag)."""
 DISCOVER_LIMIT = 50
 """At most this many streams are discovered with SCAN when none are named."""
 
@@ -80,10 +79,7 @@ async def discover(redis: aioredis.Redis, limit: int = DISCOVER_LIMIT) -> list[s
 
 
 async def _group_row(redis: aioredis.Redis, stream: str, info: s.GroupInfo) -> GroupRow:
-    lag, source, exact = info.lag, "xinfo", True
-    if lag is None:
-        lag, exact = await s.estimate_unread(redis, stream, info, limit=ESTIMATE_LIMIT)
-        source = "estimate"
+    group_lag = await lag.group_lag(redis, stream, info)
     consumers = [
         ConsumerRow(c.name, c.pending, c.idle_ms, c.inactive_ms)
         for c in await s.consumer_infos(redis, stream, info.name)
@@ -92,7 +88,14 @@ async def _group_row(redis: aioredis.Redis, stream: str, info: s.GroupInfo) -> G
     if entries_read is None and info.last_delivered_id == "0-0":
         entries_read = 0  # a group made at "0" that has read nothing yet: Redis says NULL
     return GroupRow(
-        info.name, lag, source, exact, info.pending, entries_read, info.last_delivered_id, consumers
+        info.name,
+        group_lag.count,
+        group_lag.source,
+        group_lag.exact,
+        info.pending,
+        entries_read,
+        info.last_delivered_id,
+        consumers,
     )
 
 

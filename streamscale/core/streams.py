@@ -203,20 +203,6 @@ async def pending_entries(
     ]
 
 
-async def estimate_unread(
-    redis: aioredis.Redis, stream: str, info: GroupInfo, *, limit: int = 10_000
-) -> tuple[int, bool]:
-    """Entries after the group's last-delivered-id: `(count, exact)`.
-
-    Used when `XINFO GROUPS` reports lag as NULL. Counts with a bounded XRANGE; past `limit`
-    it answers `limit` and `exact=False`, which is enough for scaling decisions and never zero
-    while entries remain.
-    """
-    start = "(" + info.last_delivered_id
-    raw: Any = await redis.xrange(stream, min=start, max="+", count=limit)
-    return len(raw), len(raw) < limit
-
-
 def now_millis() -> int:
     """Wall-clock milliseconds, the clock stream entry IDs are made with."""
     return time.time_ns() // 1_000_000
