@@ -50,6 +50,8 @@ DEFAULT_MAX_DELIVERIES: Final = 5
 DEFAULT_IDLE_SECONDS: Final = 300
 DIRECTION_UP: Final = "up"
 DIRECTION_DOWN: Final = "down"
+POD_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
+"""Set on consumer pods before a scale-in: the ReplicaSet deletes the cheapest pods first."""
 MODE_BACKLOG: Final = "backlog"
 """desired = ceil(backlog / backlogPerReplica): the default."""
 MODE_DRAIN_TIME: Final = "drainTime"

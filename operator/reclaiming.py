@@ -70,6 +70,20 @@ def owner_pod(consumer: str, pods: Collection[str]) -> str | None:
     return None
 
 
+def deletion_costs(consumers: Iterable[ConsumerInfo], pods: Collection[str]) -> dict[str, int]:
+    """Each live pod's pending entries (over its consumer names): its pod-deletion-cost.
+
+    A pod with nothing pending costs 0 and goes first; a busy one costs its pending count, so a
+    scale-in stops idle pods and leaves the ones in the middle of batches running.
+    """
+    costs = dict.fromkeys(pods, 0)
+    for info in consumers:
+        pod = owner_pod(info.name, pods)
+        if pod is not None:
+            costs[pod] = min(costs[pod] + info.pending, 2**31 - 1)  # the annotation is an int32
+    return costs
+
+
 def gone_consumers(consumers: Iterable[ConsumerInfo], pods: Collection[str]) -> set[str]:
     """Consumers of the group that no pod runs any more."""
     return {info.name for info in consumers if owner_pod(info.name, pods) is None}

@@ -37,7 +37,13 @@ from streamscale.operator.kube import (
     selector_string,
 )
 from streamscale.operator.observing import Observation, observe
-from streamscale.operator.reclaiming import Reclaimed, Rules, owner_pod, reclaim
+from streamscale.operator.reclaiming import (
+    Reclaimed,
+    Rules,
+    deletion_costs,
+    owner_pod,
+    reclaim,
+)
 from streamscale.operator.retention import trim
 from streamscale.operator.scaling import Decision, ScalingState, decide
 from streamscale.operator.settings import OperatorSettings
@@ -540,6 +546,8 @@ class Poller:
                 )
         if decision.direction is None:
             return decision
+        if decision.direction == constants.DIRECTION_DOWN:
+            await self._mark_busy_pods(spec, seen)
         await actuator.set_replicas(decision.target)
         self.state.last_scale_time = now
         self.last_scale_time = now_iso()
@@ -558,6 +566,19 @@ class Poller:
             decision.reason,
         )
         return decision
+
+    async def _mark_busy_pods(self, spec: ConsumerSpec, seen: Seen) -> None:
+        """Annotate each pod with its pending count, so a scale-in removes idle pods first."""
+        if not seen.observation.consumers:
+            return
+        pods = await self._pods(spec, seen.actuator, seen.observation)
+        for pod, cost in deletion_costs(seen.observation.consumers, pods).items():
+            patch = {"metadata": {"annotations": {constants.POD_DELETION_COST: str(cost)}}}
+            try:
+                await self.runtime.kube.merge_patch(f"{pods_path(spec.namespace)}/{pod}", patch)
+            except KubeError as exc:
+                if exc.status != 404:  # a pod that just went needs no cost
+                    raise
 
     def _recovered(self, body: kopf.Body) -> None:
         """A poll went through: end a failure streak (with an Event) and its backoff."""

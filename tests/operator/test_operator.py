@@ -569,3 +569,36 @@ async def test_drain_time_mode_reports_its_rates_and_scales_on_them(
         await h.eventually(lambda: h.replicas(kmock, "orders") == 5)
         events = h.events(kmock, "ScaledUp")
         assert any("to drain within 10s" in str(e) for e in events), events
+
+
+async def test_before_a_scale_in_busy_pods_cost_more_to_delete_than_idle_ones(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    stream, group = names("orders"), "writers"
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    for n in range(40):
+        await redis.xadd(stream, {"n": str(n)})
+    await redis.xreadgroup(group, "orders-busy-0", {stream: ">"}, count=6)  # 6 in flight
+    h.declare_resources(kmock)
+    for pod in ("orders-busy", "orders-idle", "orders-spare"):
+        kmock.objects[h.PODS, h.NAMESPACE, pod] = h.pod(pod, "orders")
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url)
+    )
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.replicas(kmock, "orders") == 4)
+        # The idle pod drains the rest; the busy one keeps its 6 entries: backlog 6 asks for 1.
+        entries = await redis.xreadgroup(group, "orders-idle-0", {stream: ">"}, count=100)
+        await redis.xack(stream, group, *[entry_id for entry_id, _ in entries[0][1]])
+        await h.eventually(lambda: h.replicas(kmock, "orders") == 2, timeout=5.0)
+
+        def cost(pod: str) -> str | None:
+            body = h.obj(kmock, h.PODS, pod) or {}
+            annotations = (body.get("metadata") or {}).get("annotations") or {}
+            return annotations.get("controller.kubernetes.io/pod-deletion-cost")
+
+        assert cost("orders-busy") == "6"
+        assert cost("orders-idle") == "0" and cost("orders-spare") == "0"

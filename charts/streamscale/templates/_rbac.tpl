@@ -21,9 +21,11 @@ group, resource and verb is named. The same streamscale block serves the Cluster
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # Consumer pods: a group consumer whose pod is gone is cleaned up, never one that still runs.
+# `patch`: before a scale-in, each pod's controller.kubernetes.io/pod-deletion-cost is set from
+# its pending entries, so the ReplicaSet removes idle pods first.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "patch"]
 # spec.redis.urlSecretRef: the operator reads the Redis URL of a StreamConsumer itself, to poll
 # its group's lag and pending. Only `get` by name (never list or watch); but Kubernetes cannot
 # narrow `get` to the Secrets some StreamConsumer names, so with rbac.clusterWide=true this reaches
