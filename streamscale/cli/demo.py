@@ -184,6 +184,7 @@ class Demo:
         self.scaling_state = scaling.ScalingState()
         self.rates = forecasting.RateEstimator()
         self.stop = asyncio.Event()
+        self.produced = asyncio.Event()
         self.drained = False
         self.interrupted = False
 
@@ -215,8 +216,20 @@ class Demo:
         )
         self.state.poison = summary.poison
         self.state.producing_done = True
+        self.produced.set()
 
     async def scale(self, redis: aioredis.Redis, actuator: LocalConsumers) -> None:
+        if self.options.rate is None:
+            # One burst: the operator would first see it whole (it lands within a poll), so
+            # scaling starts once it is in. Otherwise how far one early consumer got before the
+            # second poll, a race with the producer, decided the replicas.
+            waiters = [
+                asyncio.create_task(self.stop.wait()),
+                asyncio.create_task(self.produced.wait()),
+            ]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
         while not self.stop.is_set():
             backlog, info = await backlog_of(redis)
             rates = self.rates.update(await counters(redis, info, backlog, actuator))
