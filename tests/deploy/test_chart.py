@@ -289,7 +289,7 @@ def test_cluster_wide_rbac_grants_what_kopf_and_streamscale_need() -> None:
     assert grants[("apps", "deployments")] == {
         "get", "list", "watch", "create", "patch", "update", "delete",
     }  # fmt: skip
-    assert grants[("", "pods")] == {"list", "watch"}
+    assert grants[("", "pods")] == {"list", "watch", "patch"}  # patch: pod-deletion-cost
     assert grants[("", "secrets")] == {"get"}
     binding = find(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
