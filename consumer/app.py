@@ -136,6 +136,8 @@ class ConsumerApp:
             if late:
                 logger.warning("%d task(s) did not finish in the grace period", len(late))
                 await cancel_all(list(late))
+        if self.processor.broken is not None:
+            raise self.processor.broken
         for task in workers:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise RuntimeError("a consumer task failed") from task.exception()
@@ -176,7 +178,7 @@ async def main(settings: ConsumerSettings) -> int:
     try:
         return await app.run()
     except ConfigError as exc:
-        logger.error("cannot start: %s", exc)
+        logger.error("%s: %s", "stopped" if app.started.is_set() else "cannot start", exc)
         return EXIT_CONFIG
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

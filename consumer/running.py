@@ -26,6 +26,7 @@ from streamscale.consumer.messages import decode_all, split_deleted
 from streamscale.consumer.metrics import ConsumerMetrics
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import Sink, SinkResult, TransientError
+from streamscale.consumer.sinks.models import ConfigError
 from streamscale.core import constants as c
 from streamscale.core.backoff import Backoff, Health
 from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
@@ -80,6 +81,14 @@ class Processor:
         self.stopping = asyncio.Event()
         self.expired = asyncio.Event()
         """Set at the shutdown deadline: stop retrying, leave what is unfinished pending."""
+        self.broken: ConfigError | None = None
+        """Why the sink cannot work any more (a column dropped under us): the process exits 2."""
+
+    def sink_broken(self, error: ConfigError) -> None:
+        """Stop consuming for good: no retry can fix the sink, the entries stay pending."""
+        if self.broken is None:
+            self.broken = error
+        self.stopping.set()
 
     def group_destroyed(self) -> None:
         """Consuming stops: say so once, in the log, the metric and `/readyz`."""
@@ -254,6 +263,9 @@ class Reader:
                     await self.p.process(self.consumer, entries)
             except GaveUp:
                 return
+            except ConfigError as exc:
+                self.p.sink_broken(exc)
+                return
             except REDIS_TRANSIENT as exc:  # first: ReadOnlyError and TryAgainError are
                 self.p.redis_health.failed(exc, "reading")  # ResponseErrors too (failover)
                 await backoff.sleep(self.p.stopping)
@@ -328,6 +340,9 @@ class Claimer:
             try:
                 await self.sweep()
             except GaveUp:
+                return
+            except ConfigError as exc:
+                self.p.sink_broken(exc)
                 return
             except REDIS_TRANSIENT as exc:  # before ResponseError, as in Reader.run
                 self.p.redis_health.failed(exc, "claiming")

@@ -78,6 +78,10 @@ class ConsumerSettings(BaseSettings):
         "", description="Metric label `name` (the StreamConsumer); defaults to group."
     )
     pool_size: int = Field(4, ge=1, description="Database connections.")
+    add_missing_columns: bool = Field(
+        False,
+        description="Add model columns an existing table lacks (nullable) instead of refusing.",
+    )
 
     @field_validator("redis_url", "database_url")
     @classmethod

@@ -46,6 +46,22 @@ class RowError(Exception):
     """These rows, as a set, cannot be stored (a constraint or a value); bisect to find which."""
 
 
+def missing_columns_error(
+    table: str, missing: dict[str, str], *, runtime: bool = False
+) -> ConfigError:
+    """The table lacks model columns: say which, and the statements that add them."""
+    alters = "\n".join(
+        f"    ALTER TABLE {table} ADD COLUMN {name} {type_};" for name, type_ in missing.items()
+    )
+    when = "now lacks" if runtime else "lacks"
+    return ConfigError(
+        f"table {table} {when} the model's column(s) {', '.join(missing)}, so no message can be "
+        "stored; nothing was acked, the messages stay pending. Add them:\n"
+        f"{alters}\nor set STREAMSCALE_ADD_MISSING_COLUMNS=true to have them added (nullable) "
+        "at start-up, then start the consumer again."
+    )
+
+
 async def insert_isolating(
     insert: Insert, rows: Sequence[Row], ids: Sequence[StreamId]
 ) -> dict[StreamId, str]:
@@ -125,8 +141,17 @@ _OWNERS_LOCK = int.from_bytes(hashlib.blake2b(OWNERS_TABLE.encode(), digest_size
 class PostgresSink(SqlSinkBase):
     """PostgreSQL through an asyncpg pool; one `INSERT ... SELECT FROM unnest(...)` per batch."""
 
-    def __init__(self, url: str, model: type[SQLModel], stream: str, pool_size: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: type[SQLModel],
+        stream: str,
+        pool_size: int,
+        *,
+        add_missing_columns: bool = False,
+    ) -> None:
         self.dsn = asyncpg_dsn(url)
+        self.add_missing_columns = add_missing_columns
         self.model = model
         self.stream = stream
         self.builder = RowBuilder(model, stream, json_as_text=True)
@@ -159,6 +184,10 @@ class PostgresSink(SqlSinkBase):
         ]
         self._owners_ddl = str(CreateTable(owners, if_not_exists=True).compile(dialect=dialect))
         self._table_name = name
+        self._column_types = {
+            col: (quote(col), str(table.columns[col].type.compile(dialect=dialect)))
+            for col in self.builder.columns
+        }
 
     async def start(self) -> None:
         try:
@@ -174,6 +203,7 @@ class PostgresSink(SqlSinkBase):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
                 for statement in self._ddl:
                     await conn.execute(statement)
+                await self._check_columns(conn)
                 if shares_identity(self.builder.table):
                     await self._claim_table(conn)
         except ConfigError:
@@ -184,6 +214,34 @@ class PostgresSink(SqlSinkBase):
             raise TransientError(f"PostgreSQL unreachable: {exc}") from exc
         except asyncpg.exceptions.InvalidPasswordError as exc:
             raise ConfigError(f"PostgreSQL refused the credentials: {exc}") from exc
+
+    async def _check_columns(self, conn: asyncpg.Connection) -> None:
+        """Refuse (or, when allowed, extend) an existing table that lacks model columns.
+
+        CREATE TABLE IF NOT EXISTS leaves an older table as it is; every INSERT would then fail
+        with "column does not exist", which no retry can fix.
+        """
+        present = {
+            row["attname"]
+            for row in await conn.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass "
+                "AND attnum > 0 AND NOT attisdropped",
+                self._table_name,
+            )
+        }
+        missing = dict(spec for col, spec in self._column_types.items() if col not in present)
+        if not missing:
+            return
+        if not self.add_missing_columns:
+            raise missing_columns_error(self._table_name, missing)
+        for col, type_ in missing.items():
+            await conn.execute(
+                f"ALTER TABLE {self._table_name} ADD COLUMN IF NOT EXISTS {col} {type_}"
+            )
+        logger.warning(
+            "added the missing column(s) %s to table %s (nullable: existing rows have NULL)",
+            ", ".join(missing), self._table_name,
+        )  # fmt: skip
 
     async def _claim_table(self, conn: asyncpg.Connection) -> None:
         """Record this stream as the table's one feeder, or refuse when another stream is."""
@@ -211,6 +269,13 @@ class PostgresSink(SqlSinkBase):
                     await conn.execute(self.sql, *zip(*rows, strict=True))
         except _PERMANENT_PG as exc:
             raise RowError(str(exc)) from exc
+        except asyncpg.exceptions.UndefinedColumnError as exc:
+            # The table was altered under a running consumer: retrying cannot help.
+            raise ConfigError(
+                f"writing into table {self._table_name} failed: {exc}. Restart the consumer: "
+                "at start-up it names the ALTER TABLE to run (nothing was acked, the messages "
+                "stay pending)."
+            ) from exc
         except _TRANSIENT_PG as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -239,7 +304,10 @@ class SqliteSink(SqlSinkBase):
     WAL mode and a busy timeout let several local consumer processes share one file.
     """
 
-    def __init__(self, url: str, model: type[SQLModel], stream: str) -> None:
+    def __init__(
+        self, url: str, model: type[SQLModel], stream: str, *, add_missing_columns: bool = False
+    ) -> None:
+        self.add_missing_columns = add_missing_columns
         _scheme, sep, rest = url.partition("://")
         self.url = "sqlite+aiosqlite" + sep + rest
         self.model = model
@@ -269,8 +337,42 @@ class SqliteSink(SqlSinkBase):
         except sa.exc.OperationalError as exc:
             if "already exists" not in str(exc):
                 raise TransientError(f"SQLite: {exc}") from exc
+        await self._check_columns(engine)
         if shares_identity(self.builder.table):
             await self._claim_table(engine)
+
+    async def _check_columns(self, engine: AsyncEngine) -> None:
+        """Refuse (or, when allowed, extend) an existing table that lacks model columns."""
+        table = self.builder.table
+        dialect = engine.dialect
+        quote = dialect.identifier_preparer.quote
+        try:
+            async with engine.begin() as conn:
+                present = {
+                    row[1]
+                    for row in await conn.execute(
+                        sa.text(f"PRAGMA table_info({quote(table.name)})")
+                    )
+                }
+                missing = {
+                    quote(col): str(table.columns[col].type.compile(dialect=dialect))
+                    for col in self.builder.columns
+                    if col not in present
+                }
+                if missing and self.add_missing_columns:
+                    for col, type_ in missing.items():
+                        await conn.execute(
+                            sa.text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {col} {type_}")
+                        )
+        except sa.exc.OperationalError as exc:
+            raise TransientError(f"SQLite: {exc}") from exc
+        if missing and not self.add_missing_columns:
+            raise missing_columns_error(quote(table.name), missing)
+        if missing:
+            logger.warning(
+                "added the missing column(s) %s to table %s (nullable: existing rows have NULL)",
+                ", ".join(missing), table.name,
+            )  # fmt: skip
 
     async def _claim_table(self, engine: AsyncEngine) -> None:
         """Record this stream as the table's one feeder, or refuse when another stream is."""
@@ -298,8 +400,16 @@ class SqliteSink(SqlSinkBase):
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(self.stmt, params)
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InternalError,
-                OSError) as exc:  # fmt: skip
+        except sa.exc.OperationalError as exc:
+            if "has no column named" in str(exc.orig):
+                # The table was altered under a running consumer: retrying cannot help.
+                raise ConfigError(
+                    f"writing into table {self.builder.table.name} failed: {exc.orig}. Restart "
+                    "the consumer: at start-up it names the ALTER TABLE to run (nothing was "
+                    "acked, the messages stay pending)."
+                ) from exc
+            raise TransientError(f"SQLite: {exc}") from exc
+        except (sa.exc.ProgrammingError, sa.exc.InternalError, OSError) as exc:
             raise TransientError(f"SQLite: {exc}") from exc
         except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.StatementError) as exc:
             raise RowError(str(getattr(exc, "orig", None) or exc)) from exc
