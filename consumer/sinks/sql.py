@@ -214,6 +214,25 @@ class PostgresSink(SqlSinkBase):
             raise TransientError(f"PostgreSQL unreachable: {exc}") from exc
         except asyncpg.exceptions.InvalidPasswordError as exc:
             raise ConfigError(f"PostgreSQL refused the credentials: {exc}") from exc
+        except asyncpg.exceptions.InvalidAuthorizationSpecificationError as exc:
+            # A role that does not exist, or a pg_hba.conf rule rejecting this client.
+            raise ConfigError(
+                f"PostgreSQL refused the connection: {exc}; nothing is consumed. Fix the user in "
+                "STREAMSCALE_DATABASE_URL or the server's pg_hba.conf, then start again."
+            ) from exc
+        except asyncpg.exceptions.InvalidCatalogNameError as exc:
+            raise ConfigError(
+                f"PostgreSQL: {exc}; nothing is consumed. Create it (CREATE DATABASE ...) or fix "
+                "the database name at the end of STREAMSCALE_DATABASE_URL, then start again."
+            ) from exc
+        except asyncpg.exceptions.ClientConfigurationError as exc:
+            # e.g. sslmode=verify-full without a root certificate to verify the server with.
+            hint = f" {exc.hint}" if getattr(exc, "hint", None) else ""
+            raise ConfigError(
+                f"PostgreSQL connection settings cannot work: {exc}.{hint} Nothing is consumed; "
+                "fix STREAMSCALE_DATABASE_URL (e.g. add sslrootcert=/path/to/root.crt) and start "
+                "again."
+            ) from exc
 
     async def _check_columns(self, conn: asyncpg.Connection) -> None:
         """Refuse (or, when allowed, extend) an existing table that lacks model columns.
