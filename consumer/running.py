@@ -12,6 +12,7 @@ Shutdown: `stop()` makes readers stop reading; in-flight batches finish until `d
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -55,6 +56,10 @@ REDIS_TRANSIENT = (
 """Redis errors worth retrying: the server is away, restarting or loading."""
 
 
+LAST_ERRORS_KEPT = 100_000
+"""How many pending entries' last errors a process remembers (about 20 MB at most)."""
+
+
 class GaveUp(Exception):
     """The shutdown deadline passed while a batch was still retrying; it stays pending."""
 
@@ -81,6 +86,8 @@ class Processor:
         self.stopping = asyncio.Event()
         self.expired = asyncio.Event()
         """Set at the shutdown deadline: stop retrying, leave what is unfinished pending."""
+        self.last_errors: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """The last error of entries left pending for redelivery, oldest first (bounded)."""
         self.broken: ConfigError | None = None
         """Why the sink cannot work any more (a column dropped under us): the process exits 2."""
 
@@ -133,6 +140,7 @@ class Processor:
             dead += [DeadLetter(i, c.REASON_INVALID, err) for i, err in result.rejected.items()]
             rejected = {d.id for d in dead}
             done = [m for m in good if m.id not in rejected and m.id not in result.retry]
+            self._remember_errors(result.errors, [*rejected, *(m.id for m in done)])
             moved = await self.retrying(lambda: self._finish(done, dead), "ack")
         finally:
             lease.cancel()
@@ -163,12 +171,31 @@ class Processor:
             error = f"delivered more than {s.max_deliveries} times without being acked"
             result = await self.scripts.dead_letter(
                 s.stream, s.dead_letter, s.group,
-                [DeadLetter(e[0], c.REASON_MAX_DELIVERIES, error) for e in exhausted],
+                [DeadLetter(e[0], c.REASON_MAX_DELIVERIES, self._last_error(e[0], error))
+                 for e in exhausted],
             )  # fmt: skip
             self.metrics.dead_lettered.inc(result.dead_lettered)
         retry = [e for e in entries if counts.get(e[0], 0) <= s.max_deliveries]
         if retry:
             await self.process(consumer, retry)
+
+    def _remember_errors(self, errors: dict[str, str], settled: list[str]) -> None:
+        """Keep why entries failed until they are acked or dead-lettered.
+
+        Only this process knows, so an entry that exhausts its deliveries here shows its real
+        error; one finally dead-lettered by another pod shows the count alone.
+        """
+        for entry_id in settled:
+            self.last_errors.pop(entry_id, None)
+        for entry_id, error in errors.items():
+            self.last_errors[entry_id] = error
+            self.last_errors.move_to_end(entry_id)
+        while len(self.last_errors) > LAST_ERRORS_KEPT:
+            self.last_errors.popitem(last=False)
+
+    def _last_error(self, entry_id: str, error: str) -> str:
+        last = self.last_errors.pop(entry_id, None)
+        return f"{error}; last error: {last}" if last else error
 
     async def _write(self, messages: list[Any]) -> SinkResult:
         async def attempt() -> SinkResult:
