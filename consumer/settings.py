@@ -83,6 +83,11 @@ class ConsumerSettings(BaseSettings):
         "", description="Metric label `name` (the StreamConsumer); defaults to group."
     )
     pool_size: int = Field(4, ge=1, description="Database connections.")
+    database_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A database call unanswered this long has failed: a hung server is reported.",
+    )
     add_missing_columns: bool = Field(
         False,
         description="Add model columns an existing table lacks (nullable) instead of refusing.",

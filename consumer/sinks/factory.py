@@ -22,6 +22,7 @@ def build_sink(settings: ConsumerSettings, redis: aioredis.Redis) -> Sink:
         return PostgresSink(
             url, model, settings.stream, settings.pool_size,
             add_missing_columns=settings.add_missing_columns,
+            timeout=settings.database_timeout_seconds,
         )  # fmt: skip
     if url.startswith("sqlite"):
         return SqliteSink(

@@ -149,8 +149,10 @@ class PostgresSink(SqlSinkBase):
         pool_size: int,
         *,
         add_missing_columns: bool = False,
+        timeout: float = 10.0,
     ) -> None:
         self.dsn = asyncpg_dsn(url)
+        self.timeout = timeout
         self.add_missing_columns = add_missing_columns
         self.model = model
         self.stream = stream
@@ -192,7 +194,11 @@ class PostgresSink(SqlSinkBase):
     async def start(self) -> None:
         try:
             self.pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, command_timeout=60
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                command_timeout=self.timeout,
+                timeout=self.timeout,
             )
             async with self.pool.acquire() as conn, conn.transaction():
                 # Several pods start at once: serialize CREATE TABLE IF NOT EXISTS, which can
@@ -281,7 +287,7 @@ class PostgresSink(SqlSinkBase):
     async def _insert(self, rows: Sequence[Row]) -> None:
         assert self.pool is not None, "start() first"
         try:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire(timeout=self.timeout) as conn:
                 if self._many:
                     await conn.executemany(self.sql, rows)
                 else:
@@ -295,6 +301,12 @@ class PostgresSink(SqlSinkBase):
                 "at start-up it names the ALTER TABLE to run (nothing was acked, the messages "
                 "stay pending)."
             ) from exc
+        except TimeoutError as exc:
+            # Its message is empty: say what it means (a SIGSTOPped or overloaded server).
+            raise TransientError(
+                f"PostgreSQL did not answer within {self.timeout:g} s (hung, overloaded or "
+                "waiting on a lock)"
+            ) from exc
         except _TRANSIENT_PG as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -304,6 +316,8 @@ class PostgresSink(SqlSinkBase):
         try:
             async with self.pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1", timeout=2)
+        except TimeoutError:
+            return "PostgreSQL did not answer within 2 s (hung or overloaded)"
         except Exception as exc:
             return f"PostgreSQL: {type(exc).__name__}: {exc}"
         return None

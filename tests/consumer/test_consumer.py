@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -541,3 +543,50 @@ def test_a_column_dropped_under_a_running_consumer_stops_it_with_exit_2_and_lose
     assert group["entries-read"] - group["pending"] == len(first) < group["entries-read"]
     assert group["entries-read"] <= len(first) + len(later)
     assert client.xlen(stream + ":dlq") == 0
+
+
+def postgres_processes(pg: PostgresServer) -> list[int]:
+    """The postmaster and every backend: pausing the postmaster alone leaves sessions answering."""
+    postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # a short-lived backend already gone
+            os.kill(pid, signum)
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_database_is_reported_within_seconds_with_the_reason_in_readyz(
+    redis_server: RedisServer, fresh_postgres: PostgresServer, client: redis.Redis,
+    names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("hung")
+    url = fresh_postgres.url("postgres")
+    produce(client, stream, (product(n) for n in range(100)))
+    consumer = ConsumerProcess(**settings(redis_server.url, url, stream,
+                                          database_timeout_seconds=2)).start()  # fmt: skip
+    paused: list[int] = []
+    try:
+        wait_until(lambda: count_rows(fresh_postgres, url, "products") == 100, 30, 0.2, "rows")
+        paused = postgres_processes(fresh_postgres)
+        signal_all(paused, signal.SIGSTOP)
+        produce(client, stream, (product(n) for n in range(100, 200)))
+        wait_until(lambda: "did not answer within 2 s" in consumer.output(), 15, 0.2, "a log line")
+        status, body = consumer.get("/readyz")
+        assert status == 503 and "PostgreSQL did not answer within 2 s" in body
+        signal_all(paused, signal.SIGCONT)
+        wait_until(lambda: count_rows(fresh_postgres, url, "products") == 200, 60, 0.5, "rows")
+        assert consumer.terminate() == 0
+    finally:
+        signal_all(paused, signal.SIGCONT)
+        consumer.kill()
+    assert client.xlen(stream + ":dlq") == 0
+    assert "Traceback" not in consumer.output()
