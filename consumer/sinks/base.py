@@ -6,7 +6,10 @@ import dataclasses
 from typing import Protocol
 
 from streamscale.consumer.messages import Message
+from streamscale.consumer.sinks.models import ConfigError
 from streamscale.core.streams import StreamId
+
+__all__ = ["ConfigError", "Sink", "SinkResult", "TransientError"]
 
 
 class TransientError(Exception):
