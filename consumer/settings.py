@@ -46,6 +46,12 @@ class ConsumerSettings(BaseSettings):
     model: str | None = Field(None, description="SQLModel table class, `module:Class`.")
     handler: str | None = Field(None, description="Python handler, `module:function`.")
     batch_size: int = Field(500, ge=1, le=100_000, description="XREADGROUP COUNT.")
+    batch_max_bytes: int = Field(
+        32 * 1_048_576,
+        ge=1024,
+        description="Byte budget of one read (per reader): fewer entries are read when they are "
+        "large, so memory stays bounded.",
+    )
     block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK in milliseconds.")
     concurrency: int = Field(
         2, ge=1, le=64, description="Reader coroutines; each is consumer `<name>-<n>` when > 1."
