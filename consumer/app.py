@@ -59,8 +59,11 @@ class ConsumerApp:
         if self.processor.group_missing:
             return self.processor.group_missing
         try:
-            await asyncio.wait_for(self.redis.ping(), 2)
-        except (*REDIS_TRANSIENT, TimeoutError) as exc:
+            # Well within the kubelet's default probe timeout (1 s), with the database's check.
+            await asyncio.wait_for(self.redis.ping(), 0.5)
+        except TimeoutError:
+            return "Redis did not answer within 0.5 s (hung or overloaded)"
+        except REDIS_TRANSIENT as exc:
             return f"Redis: {type(exc).__name__}: {exc}"
         return await self.sink.ping()
 
