@@ -11,6 +11,7 @@ from typing import Any
 
 import prometheus_client
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 
 from streamscale.consumer.metrics import ConsumerMetrics
 from streamscale.consumer.running import (
@@ -58,8 +59,11 @@ class ConsumerApp:
         if self.processor.group_missing:
             return self.processor.group_missing
         try:
-            await asyncio.wait_for(self.redis.ping(), 2)
-        except (*REDIS_TRANSIENT, TimeoutError) as exc:
+            # Well within the kubelet's default probe timeout (1 s), with the database's check.
+            await asyncio.wait_for(self.redis.ping(), 0.5)
+        except TimeoutError:
+            return "Redis did not answer within 0.5 s (hung or overloaded)"
+        except REDIS_TRANSIENT as exc:
             return f"Redis: {type(exc).__name__}: {exc}"
         return await self.sink.ping()
 
@@ -73,7 +77,15 @@ class ConsumerApp:
             self.processor.stopping.set()
 
     async def run(self) -> int:
-        await self.http.start()
+        try:
+            await self.http.start()
+        except OSError as exc:
+            s = self.settings
+            raise ConfigError(
+                f"cannot serve /metrics and /readyz on {s.http_host}:{s.http_port}: {exc.strerror}"
+                " (another consumer on this host?). Set STREAMSCALE_HTTP_PORT to a free port, or"
+                " 0 to take any free one."
+            ) from exc
         try:
             if not await self._start_dependencies():
                 return EXIT_OK
@@ -114,8 +126,17 @@ class ConsumerApp:
                 return True
             except TransientError as exc:
                 sink_health.failed(exc, "starting")
+            except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
+                # Before REDIS_TRANSIENT, whose ConnectionError they subclass: retrying the same
+                # credentials cannot succeed (PostgreSQL's refusal is a config error too).
+                raise ConfigError(
+                    f"Redis refused the credentials in STREAMSCALE_REDIS_URL: {exc} Nothing is "
+                    "consumed; fix the user name and password (or the user's ACL) and start again."
+                ) from exc
             except REDIS_TRANSIENT as exc:
                 redis_health.failed(exc, "starting")
+            except redis_errors.ResponseError as exc:
+                raise ConfigError(redis_refusal(s, exc)) from exc
             await backoff.sleep(self.processor.stopping)
         return False
 
@@ -136,6 +157,8 @@ class ConsumerApp:
             if late:
                 logger.warning("%d task(s) did not finish in the grace period", len(late))
                 await cancel_all(list(late))
+        if self.processor.broken is not None:
+            raise self.processor.broken
         for task in workers:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise RuntimeError("a consumer task failed") from task.exception()
@@ -147,6 +170,26 @@ class ConsumerApp:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         await self.http.close()
+
+
+def redis_refusal(settings: ConsumerSettings, error: redis_errors.ResponseError) -> str:
+    """What a Redis error reply at start-up means for the user, and what to change."""
+    text = str(error)  # in a pipeline the reply is prefixed ("Command # 1 (...) ..."): search
+    if "WRONGTYPE" in text:
+        return (
+            f"Redis key {settings.stream!r} is not a stream (it holds another type), so it cannot "
+            "be consumed. Set STREAMSCALE_STREAM to the stream's key, or delete that key if it "
+            "is left over."
+        )
+    if "DB index is out of range" in text:
+        return (
+            "the database number at the end of STREAMSCALE_REDIS_URL does not exist on this "
+            "Redis server (it has fewer `databases`); use one it has, e.g. /0."
+        )
+    return (
+        f"Redis refused to set up group {settings.group!r} on stream {settings.stream!r}: {text}."
+        " Nothing is consumed; check the Redis user's permissions and the stream key."
+    )
 
 
 def tune_gc() -> None:
@@ -176,7 +219,7 @@ async def main(settings: ConsumerSettings) -> int:
     try:
         return await app.run()
     except ConfigError as exc:
-        logger.error("cannot start: %s", exc)
+        logger.error("%s: %s", "stopped" if app.started.is_set() else "cannot start", exc)
         return EXIT_CONFIG
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,6 +12,7 @@ Shutdown: `stop()` makes readers stop reading; in-flight batches finish until `d
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -25,7 +26,7 @@ from redis import exceptions as redis_errors
 from streamscale.consumer.messages import decode_all, split_deleted
 from streamscale.consumer.metrics import ConsumerMetrics
 from streamscale.consumer.settings import ConsumerSettings
-from streamscale.consumer.sinks.base import Sink, SinkResult, TransientError
+from streamscale.consumer.sinks.base import ConfigError, Sink, SinkResult, TransientError
 from streamscale.core import constants as c
 from streamscale.core.backoff import Backoff, Health
 from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
@@ -54,6 +55,10 @@ REDIS_TRANSIENT = (
 """Redis errors worth retrying: the server is away, restarting or loading."""
 
 
+LAST_ERRORS_KEPT = 100_000
+"""How many pending entries' last errors a process remembers (about 20 MB at most)."""
+
+
 class GaveUp(Exception):
     """The shutdown deadline passed while a batch was still retrying; it stays pending."""
 
@@ -80,6 +85,36 @@ class Processor:
         self.stopping = asyncio.Event()
         self.expired = asyncio.Event()
         """Set at the shutdown deadline: stop retrying, leave what is unfinished pending."""
+        self.last_errors: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """The last error of entries left pending for redelivery, oldest first (bounded)."""
+        self.entry_bytes = settings.max_message_bytes
+        """The size to plan reads with: the largest entry of the last read (at first the cap)."""
+        self.broken: ConfigError | None = None
+        """Why the sink cannot work any more (a column dropped under us): the process exits 2."""
+
+    def read_count(self) -> int:
+        """How many entries one read may take: `batch_size`, fewer when entries are large.
+
+        XREADGROUP and XAUTOCLAIM bound a read by count only; 300 entries of 0.9 MB in one
+        batch took a consumer to 856 MB. Planning with the largest recent entry keeps a batch
+        within `batch_max_bytes`, except once when entries suddenly grow much larger.
+        """
+        budget = self.settings.batch_max_bytes // max(self.entry_bytes, 1)
+        return max(1, min(self.settings.batch_size, budget))
+
+    def observe(self, entries: list[Entry]) -> None:
+        """Remember the largest entry of a read, for the next `read_count`."""
+        if entries:
+            self.entry_bytes = max(
+                sum(len(k) + len(v) for k, v in fields.items()) if fields else 0
+                for _id, fields in entries
+            )
+
+    def sink_broken(self, error: ConfigError) -> None:
+        """Stop consuming for good: no retry can fix the sink, the entries stay pending."""
+        if self.broken is None:
+            self.broken = error
+        self.stopping.set()
 
     def group_destroyed(self) -> None:
         """Consuming stops: say so once, in the log, the metric and `/readyz`."""
@@ -124,6 +159,7 @@ class Processor:
             dead += [DeadLetter(i, c.REASON_INVALID, err) for i, err in result.rejected.items()]
             rejected = {d.id for d in dead}
             done = [m for m in good if m.id not in rejected and m.id not in result.retry]
+            self._remember_errors(result.errors, [*rejected, *(m.id for m in done)])
             moved = await self.retrying(lambda: self._finish(done, dead), "ack")
         finally:
             lease.cancel()
@@ -154,12 +190,31 @@ class Processor:
             error = f"delivered more than {s.max_deliveries} times without being acked"
             result = await self.scripts.dead_letter(
                 s.stream, s.dead_letter, s.group,
-                [DeadLetter(e[0], c.REASON_MAX_DELIVERIES, error) for e in exhausted],
+                [DeadLetter(e[0], c.REASON_MAX_DELIVERIES, self._last_error(e[0], error))
+                 for e in exhausted],
             )  # fmt: skip
             self.metrics.dead_lettered.inc(result.dead_lettered)
         retry = [e for e in entries if counts.get(e[0], 0) <= s.max_deliveries]
         if retry:
             await self.process(consumer, retry)
+
+    def _remember_errors(self, errors: dict[str, str], settled: list[str]) -> None:
+        """Keep why entries failed until they are acked or dead-lettered.
+
+        Only this process knows, so an entry that exhausts its deliveries here shows its real
+        error; one finally dead-lettered by another pod shows the count alone.
+        """
+        for entry_id in settled:
+            self.last_errors.pop(entry_id, None)
+        for entry_id, error in errors.items():
+            self.last_errors[entry_id] = error
+            self.last_errors.move_to_end(entry_id)
+        while len(self.last_errors) > LAST_ERRORS_KEPT:
+            self.last_errors.popitem(last=False)
+
+    def _last_error(self, entry_id: str, error: str) -> str:
+        last = self.last_errors.pop(entry_id, None)
+        return f"{error}; last error: {last}" if last else error
 
     async def _write(self, messages: list[Any]) -> SinkResult:
         async def attempt() -> SinkResult:
@@ -254,6 +309,9 @@ class Reader:
                     await self.p.process(self.consumer, entries)
             except GaveUp:
                 return
+            except ConfigError as exc:
+                self.p.sink_broken(exc)
+                return
             except REDIS_TRANSIENT as exc:  # first: ReadOnlyError and TryAgainError are
                 self.p.redis_health.failed(exc, "reading")  # ResponseErrors too (failover)
                 await backoff.sleep(self.p.stopping)
@@ -267,18 +325,21 @@ class Reader:
     async def _read(self, cursor: str | None) -> list[Entry]:
         s = self.settings
         raw: Any
+        count = self.p.read_count()
         if cursor is None:
             raw = await self.p.redis.xreadgroup(
-                s.group, self.consumer, {s.stream: ">"}, count=s.batch_size, block=s.block_ms
+                s.group, self.consumer, {s.stream: ">"}, count=count, block=s.block_ms
             )
         else:
             raw = await self.p.redis.xreadgroup(
-                s.group, self.consumer, {s.stream: cursor}, count=s.batch_size
+                s.group, self.consumer, {s.stream: cursor}, count=count
             )
         if not raw:
             return []
         _stream, entries = raw[0]
-        return parse_entries(entries)
+        parsed = parse_entries(entries)
+        self.p.observe(parsed)
+        return parsed
 
     async def _recreate_group(self, backoff: Backoff) -> None:
         """The group (or the whole stream) is gone, e.g. Redis restarted empty: recreate it.
@@ -329,6 +390,9 @@ class Claimer:
                 await self.sweep()
             except GaveUp:
                 return
+            except ConfigError as exc:
+                self.p.sink_broken(exc)
+                return
             except REDIS_TRANSIENT as exc:  # before ResponseError, as in Reader.run
                 self.p.redis_health.failed(exc, "claiming")
             except redis_errors.ResponseError as exc:
@@ -343,10 +407,12 @@ class Claimer:
             if self.p.stopping.is_set():
                 break  # claiming now would only raise delivery counts and strand entries
             raw: Any = await self.p.redis.xautoclaim(
-                s.stream, s.group, self.consumer, s.claim_idle_ms, cursor, count=s.batch_size
-            )
+                s.stream, s.group, self.consumer, s.claim_idle_ms, cursor,
+                count=self.p.read_count(),
+            )  # fmt: skip
             cursor = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
             entries = parse_entries(raw[1])
+            self.p.observe(entries)
             deleted = [i.decode() if isinstance(i, bytes) else str(i) for i in raw[2]]
             if deleted:
                 # Redis already dropped these from the pending list; record them, or they vanish.

@@ -5,7 +5,7 @@ import socket
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
 
@@ -34,15 +34,24 @@ class ConsumerSettings(BaseSettings):
         SecretStr("sqlite:///streamscale.db"),
         description="postgresql://... (asyncpg) or sqlite:///path (the embedded default).",
     )
-    stream: str = Field("events", description="The stream to read.")
-    group: str = Field("streamscale", description="The consumer group to read through.")
+    stream: str = Field("events", min_length=1, description="The stream to read.")
+    group: str = Field(
+        "streamscale", min_length=1, description="The consumer group to read through."
+    )
     consumer: str = Field(
         default_factory=default_consumer_name,
+        min_length=1,
         description="This process's consumer name; defaults to $POD_NAME, then the host name.",
     )
     model: str | None = Field(None, description="SQLModel table class, `module:Class`.")
     handler: str | None = Field(None, description="Python handler, `module:function`.")
     batch_size: int = Field(500, ge=1, le=100_000, description="XREADGROUP COUNT.")
+    batch_max_bytes: int = Field(
+        32 * 1_048_576,
+        ge=1024,
+        description="Byte budget of one read (per reader): fewer entries are read when they are "
+        "large, so memory stays bounded.",
+    )
     block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK in milliseconds.")
     concurrency: int = Field(
         2, ge=1, le=64, description="Reader coroutines; each is consumer `<name>-<n>` when > 1."
@@ -57,7 +66,9 @@ class ConsumerSettings(BaseSettings):
     max_message_bytes: int = Field(
         1_048_576, ge=64, description="Larger messages are dead-lettered as invalid."
     )
-    dead_letter_stream: str | None = Field(None, description="Defaults to `<stream>:dlq`.")
+    dead_letter_stream: str | None = Field(
+        None, min_length=1, description="Defaults to `<stream>:dlq`."
+    )
     group_start_id: str = Field("0", description="Where a newly created group starts reading.")
     max_inflight: int = Field(64, ge=1, description="Handler mode: concurrent handler calls.")
     rate_limit: float | None = Field(
@@ -78,6 +89,50 @@ class ConsumerSettings(BaseSettings):
         "", description="Metric label `name` (the StreamConsumer); defaults to group."
     )
     pool_size: int = Field(4, ge=1, description="Database connections.")
+    database_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A database call unanswered this long has failed: a hung server is reported.",
+    )
+    add_missing_columns: bool = Field(
+        False,
+        description="Add model columns an existing table lacks (nullable) instead of refusing.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The default sources; a missing secrets directory is left to `_secrets_dir_exists`.
+
+        Its source would only warn, before any validator can report it as the error it is.
+        """
+        secrets_dir = cls.model_config.get("secrets_dir")
+        if isinstance(secrets_dir, str | os.PathLike) and not os.path.isdir(secrets_dir):
+            return init_settings, env_settings, dotenv_settings
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_dir_exists(cls, data: object) -> object:
+        """A configured secrets directory that is missing is an error, not "no secrets".
+
+        pydantic-settings only warns and goes on with the defaults: a consumer whose mounted
+        Secret is missing would then write into the default SQLite file, or Redis on localhost.
+        """
+        secrets_dir = cls.model_config.get("secrets_dir")
+        if isinstance(secrets_dir, str | os.PathLike) and not os.path.isdir(secrets_dir):
+            raise ValueError(
+                f"STREAMSCALE_SECRETS_DIR {os.fspath(secrets_dir)!r} is not a directory: mount the "
+                "secrets there, or unset STREAMSCALE_SECRETS_DIR to take the settings from the "
+                "environment only"
+            )
+        return data
 
     @field_validator("redis_url", "database_url")
     @classmethod

@@ -19,8 +19,7 @@ import asyncio
 import datetime
 import os
 
-from streamscale.consumer.messages import Message
-from streamscale.consumer.sinks.handler import Reject
+from streamscale.consumer import Message, Reject
 
 DELAY_SECONDS = float(os.environ.get("AI_SERVICE_DELAY_SECONDS", "0.05"))
 """Simulated model latency; a real model call can take a whole second."""

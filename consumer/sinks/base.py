@@ -6,7 +6,10 @@ import dataclasses
 from typing import Protocol
 
 from streamscale.consumer.messages import Message
+from streamscale.consumer.sinks.models import ConfigError
 from streamscale.core.streams import StreamId
+
+__all__ = ["ConfigError", "Sink", "SinkResult", "TransientError"]
 
 
 class TransientError(Exception):
@@ -25,6 +28,9 @@ class SinkResult:
     retry: set[StreamId] = dataclasses.field(default_factory=set)
     """Messages to leave pending, unacked: redelivered later through the claim path, and
     dead-lettered as `max-deliveries` once they have been delivered too often."""
+    errors: dict[StreamId, str] = dataclasses.field(default_factory=dict)
+    """Why the `retry` messages failed, kept for their dead-letter entry should they exhaust
+    their deliveries (`x-error` then shows the real error, not only the count)."""
 
 
 class Sink(Protocol):

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import dataclasses
+import decimal
 import importlib
 import inspect
 import logging
@@ -53,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
+import pydantic
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -178,6 +180,28 @@ class Reply:
     in_reply_to: StreamId
 
 
+HANDLER_FAILURES = (Exception, SystemExit)
+"""What a handler call may raise as that message's failure. SystemExit too: a handler that
+calls sys.exit() would otherwise end the whole consumer with a traceback."""
+
+
+def describe(error: BaseException) -> str:
+    """`Type: message`, as dead-letter entries and log lines show a handler's error."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _jsonable(value: Any) -> Any:
+    """Reply values orjson does not know; anything else is an error, never its repr."""
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return list(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def reply_stream(message: Message) -> str | None:
     """Where replies to `message` go: its raw `reply_to` field, else its payload's `reply_to`."""
     raw = message.field(REPLY_TO_FIELD)
@@ -257,7 +281,7 @@ class HandlerSink:
             return await self._call(message)
         except TransientError:
             raise
-        except Exception as exc:  # any handler failure is that message's outcome
+        except HANDLER_FAILURES as exc:  # any handler failure is that message's outcome
             return exc
 
     async def write(self, messages: list[Message]) -> SinkResult:
@@ -270,7 +294,7 @@ class HandlerSink:
                 returned = await self._call(list(messages))
             except TransientError:
                 raise
-            except Exception as exc:  # applies to every message of the batch
+            except HANDLER_FAILURES as exc:  # applies to every message of the batch
                 outcomes = [exc] * len(messages)
             else:
                 outcomes = self._spread(messages, returned)
@@ -278,21 +302,26 @@ class HandlerSink:
             outcomes = list(await asyncio.gather(*(self._call_one(m) for m in messages)))
         result = SinkResult()
         replies: list[Reply] = []
+        failures: dict[str, int] = {}
         for message, outcome in zip(messages, outcomes, strict=True):
             if isinstance(outcome, Reject):
                 result.rejected[message.id] = str(outcome) or "rejected by the handler"
             elif isinstance(outcome, BaseException):
                 result.retry.add(message.id)
-                logger.warning(
-                    "handler failed on %s (left pending, will be redelivered): %s: %s",
-                    message.id,
-                    type(outcome).__name__,
-                    outcome,
-                )
+                error = describe(outcome)
+                result.errors[message.id] = error
+                failures[error] = failures.get(error, 0) + 1
             elif outcome is not None:
-                reply = self._reply(message, outcome)
+                reply = self._reply(message, outcome, result)
                 if reply is not None:
                     replies.append(reply)
+        if failures:
+            # One line per batch, not per message: a broken handler would flood the log.
+            logger.warning(
+                "handler failed on %d of %d messages (left pending, redelivered later): %s",
+                len(result.retry), len(messages),
+                "; ".join(f"{n} x {error}" for error, n in failures.items()),
+            )  # fmt: skip
         await self._send(replies, result)
         return result
 
@@ -315,7 +344,7 @@ class HandlerSink:
         )
         return [error] * len(messages)
 
-    def _reply(self, message: Message, value: Any) -> Reply | None:
+    def _reply(self, message: Message, value: Any, result: SinkResult) -> Reply | None:
         stream = reply_stream(message)
         if stream is None:
             if not self._warned_no_reply_to:
@@ -328,9 +357,13 @@ class HandlerSink:
                 )
             return None
         try:
-            body = orjson.dumps(value, default=str)
+            body = orjson.dumps(value, default=_jsonable)
         except TypeError as exc:
-            logger.warning("reply to %s is not JSON-serialisable, dropped: %s", message.id, exc)
+            # Retrying would call the handler again for the same reply: dead-letter, with why.
+            result.rejected[message.id] = (
+                f"the handler's reply cannot be sent to {stream!r}: it is not JSON-serialisable"
+                f" ({exc}); return dicts, lists, strings, numbers, datetimes or pydantic models"
+            )
             return None
         return Reply(stream, body, message.id)
 

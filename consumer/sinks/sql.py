@@ -46,6 +46,22 @@ class RowError(Exception):
     """These rows, as a set, cannot be stored (a constraint or a value); bisect to find which."""
 
 
+def missing_columns_error(
+    table: str, missing: dict[str, str], *, runtime: bool = False
+) -> ConfigError:
+    """The table lacks model columns: say which, and the statements that add them."""
+    alters = "\n".join(
+        f"    ALTER TABLE {table} ADD COLUMN {name} {type_};" for name, type_ in missing.items()
+    )
+    when = "now lacks" if runtime else "lacks"
+    return ConfigError(
+        f"table {table} {when} the model's column(s) {', '.join(missing)}, so no message can be "
+        "stored; nothing was acked, the messages stay pending. Add them:\n"
+        f"{alters}\nor set STREAMSCALE_ADD_MISSING_COLUMNS=true to have them added (nullable) "
+        "at start-up, then start the consumer again."
+    )
+
+
 async def insert_isolating(
     insert: Insert, rows: Sequence[Row], ids: Sequence[StreamId]
 ) -> dict[StreamId, str]:
@@ -119,14 +135,34 @@ _TRANSIENT_PG = (
 )
 
 
+PING_TIMEOUT = 0.8
+"""Seconds `/readyz` waits for PostgreSQL."""
+
 _OWNERS_LOCK = int.from_bytes(hashlib.blake2b(OWNERS_TABLE.encode(), digest_size=7).digest())
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume an abandoned check's outcome: its error is reported elsewhere, or moot."""
+    if not task.cancelled():
+        task.exception()
 
 
 class PostgresSink(SqlSinkBase):
     """PostgreSQL through an asyncpg pool; one `INSERT ... SELECT FROM unnest(...)` per batch."""
 
-    def __init__(self, url: str, model: type[SQLModel], stream: str, pool_size: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: type[SQLModel],
+        stream: str,
+        pool_size: int,
+        *,
+        add_missing_columns: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
         self.dsn = asyncpg_dsn(url)
+        self.timeout = timeout
+        self.add_missing_columns = add_missing_columns
         self.model = model
         self.stream = stream
         self.builder = RowBuilder(model, stream, json_as_text=True)
@@ -159,11 +195,19 @@ class PostgresSink(SqlSinkBase):
         ]
         self._owners_ddl = str(CreateTable(owners, if_not_exists=True).compile(dialect=dialect))
         self._table_name = name
+        self._column_types = {
+            col: (quote(col), str(table.columns[col].type.compile(dialect=dialect)))
+            for col in self.builder.columns
+        }
 
     async def start(self) -> None:
         try:
             self.pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, command_timeout=60
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                command_timeout=self.timeout,
+                timeout=self.timeout,
             )
             async with self.pool.acquire() as conn, conn.transaction():
                 # Several pods start at once: serialize CREATE TABLE IF NOT EXISTS, which can
@@ -174,6 +218,7 @@ class PostgresSink(SqlSinkBase):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
                 for statement in self._ddl:
                     await conn.execute(statement)
+                await self._check_columns(conn)
                 if shares_identity(self.builder.table):
                     await self._claim_table(conn)
         except ConfigError:
@@ -184,6 +229,53 @@ class PostgresSink(SqlSinkBase):
             raise TransientError(f"PostgreSQL unreachable: {exc}") from exc
         except asyncpg.exceptions.InvalidPasswordError as exc:
             raise ConfigError(f"PostgreSQL refused the credentials: {exc}") from exc
+        except asyncpg.exceptions.InvalidAuthorizationSpecificationError as exc:
+            # A role that does not exist, or a pg_hba.conf rule rejecting this client.
+            raise ConfigError(
+                f"PostgreSQL refused the connection: {exc}; nothing is consumed. Fix the user in "
+                "STREAMSCALE_DATABASE_URL or the server's pg_hba.conf, then start again."
+            ) from exc
+        except asyncpg.exceptions.InvalidCatalogNameError as exc:
+            raise ConfigError(
+                f"PostgreSQL: {exc}; nothing is consumed. Create it (CREATE DATABASE ...) or fix "
+                "the database name at the end of STREAMSCALE_DATABASE_URL, then start again."
+            ) from exc
+        except asyncpg.exceptions.ClientConfigurationError as exc:
+            # e.g. sslmode=verify-full without a root certificate to verify the server with.
+            hint = f" {exc.hint}" if getattr(exc, "hint", None) else ""
+            raise ConfigError(
+                f"PostgreSQL connection settings cannot work: {exc}.{hint} Nothing is consumed; "
+                "fix STREAMSCALE_DATABASE_URL (e.g. add sslrootcert=/path/to/root.crt) and start "
+                "again."
+            ) from exc
+
+    async def _check_columns(self, conn: asyncpg.Connection) -> None:
+        """Refuse (or, when allowed, extend) an existing table that lacks model columns.
+
+        CREATE TABLE IF NOT EXISTS leaves an older table as it is; every INSERT would then fail
+        with "column does not exist", which no retry can fix.
+        """
+        present = {
+            row["attname"]
+            for row in await conn.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass "
+                "AND attnum > 0 AND NOT attisdropped",
+                self._table_name,
+            )
+        }
+        missing = dict(spec for col, spec in self._column_types.items() if col not in present)
+        if not missing:
+            return
+        if not self.add_missing_columns:
+            raise missing_columns_error(self._table_name, missing)
+        for col, type_ in missing.items():
+            await conn.execute(
+                f"ALTER TABLE {self._table_name} ADD COLUMN IF NOT EXISTS {col} {type_}"
+            )
+        logger.warning(
+            "added the missing column(s) %s to table %s (nullable: existing rows have NULL)",
+            ", ".join(missing), self._table_name,
+        )  # fmt: skip
 
     async def _claim_table(self, conn: asyncpg.Connection) -> None:
         """Record this stream as the table's one feeder, or refuse when another stream is."""
@@ -204,25 +296,48 @@ class PostgresSink(SqlSinkBase):
     async def _insert(self, rows: Sequence[Row]) -> None:
         assert self.pool is not None, "start() first"
         try:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire(timeout=self.timeout) as conn:
                 if self._many:
                     await conn.executemany(self.sql, rows)
                 else:
                     await conn.execute(self.sql, *zip(*rows, strict=True))
         except _PERMANENT_PG as exc:
             raise RowError(str(exc)) from exc
+        except asyncpg.exceptions.UndefinedColumnError as exc:
+            # The table was altered under a running consumer: retrying cannot help.
+            raise ConfigError(
+                f"writing into table {self._table_name} failed: {exc}. Restart the consumer: "
+                "at start-up it names the ALTER TABLE to run (nothing was acked, the messages "
+                "stay pending)."
+            ) from exc
+        except TimeoutError as exc:
+            # Its message is empty: say what it means (a SIGSTOPped or overloaded server).
+            raise TransientError(
+                f"PostgreSQL did not answer within {self.timeout:g} s (hung, overloaded or "
+                "waiting on a lock)"
+            ) from exc
         except _TRANSIENT_PG as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> str | None:
         if self.pool is None:
             return "PostgreSQL not connected yet"
-        try:
-            async with self.pool.acquire(timeout=2) as conn:
-                await conn.fetchval("SELECT 1", timeout=2)
-        except Exception as exc:
-            return f"PostgreSQL: {type(exc).__name__}: {exc}"
-        return None
+        # Within the kubelet's default probe timeout (1 s): a probe that times out shows only
+        # "context deadline exceeded", never this reason. asyncio.wait, not wait_for: cancelling
+        # a query on a hung server waits for the server, and the answer must not.
+        check = asyncio.ensure_future(self._select_one())
+        check.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait({check}, timeout=PING_TIMEOUT)
+        if not done:
+            check.cancel()
+            return f"PostgreSQL did not answer within {PING_TIMEOUT:g} s (hung or overloaded)"
+        error = check.exception()
+        return f"PostgreSQL: {type(error).__name__}: {error}" if error else None
+
+    async def _select_one(self) -> None:
+        assert self.pool is not None, "start() first"
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -239,7 +354,10 @@ class SqliteSink(SqlSinkBase):
     WAL mode and a busy timeout let several local consumer processes share one file.
     """
 
-    def __init__(self, url: str, model: type[SQLModel], stream: str) -> None:
+    def __init__(
+        self, url: str, model: type[SQLModel], stream: str, *, add_missing_columns: bool = False
+    ) -> None:
+        self.add_missing_columns = add_missing_columns
         _scheme, sep, rest = url.partition("://")
         self.url = "sqlite+aiosqlite" + sep + rest
         self.model = model
@@ -269,8 +387,42 @@ class SqliteSink(SqlSinkBase):
         except sa.exc.OperationalError as exc:
             if "already exists" not in str(exc):
                 raise TransientError(f"SQLite: {exc}") from exc
+        await self._check_columns(engine)
         if shares_identity(self.builder.table):
             await self._claim_table(engine)
+
+    async def _check_columns(self, engine: AsyncEngine) -> None:
+        """Refuse (or, when allowed, extend) an existing table that lacks model columns."""
+        table = self.builder.table
+        dialect = engine.dialect
+        quote = dialect.identifier_preparer.quote
+        try:
+            async with engine.begin() as conn:
+                present = {
+                    row[1]
+                    for row in await conn.execute(
+                        sa.text(f"PRAGMA table_info({quote(table.name)})")
+                    )
+                }
+                missing = {
+                    quote(col): str(table.columns[col].type.compile(dialect=dialect))
+                    for col in self.builder.columns
+                    if col not in present
+                }
+                if missing and self.add_missing_columns:
+                    for col, type_ in missing.items():
+                        await conn.execute(
+                            sa.text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {col} {type_}")
+                        )
+        except sa.exc.OperationalError as exc:
+            raise TransientError(f"SQLite: {exc}") from exc
+        if missing and not self.add_missing_columns:
+            raise missing_columns_error(quote(table.name), missing)
+        if missing:
+            logger.warning(
+                "added the missing column(s) %s to table %s (nullable: existing rows have NULL)",
+                ", ".join(missing), table.name,
+            )  # fmt: skip
 
     async def _claim_table(self, engine: AsyncEngine) -> None:
         """Record this stream as the table's one feeder, or refuse when another stream is."""
@@ -298,8 +450,16 @@ class SqliteSink(SqlSinkBase):
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(self.stmt, params)
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InternalError,
-                OSError) as exc:  # fmt: skip
+        except sa.exc.OperationalError as exc:
+            if "has no column named" in str(exc.orig):
+                # The table was altered under a running consumer: retrying cannot help.
+                raise ConfigError(
+                    f"writing into table {self.builder.table.name} failed: {exc.orig}. Restart "
+                    "the consumer: at start-up it names the ALTER TABLE to run (nothing was "
+                    "acked, the messages stay pending)."
+                ) from exc
+            raise TransientError(f"SQLite: {exc}") from exc
+        except (sa.exc.ProgrammingError, sa.exc.InternalError, OSError) as exc:
             raise TransientError(f"SQLite: {exc}") from exc
         except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.StatementError) as exc:
             raise RowError(str(getattr(exc, "orig", None) or exc)) from exc

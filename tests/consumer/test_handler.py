@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -209,3 +211,49 @@ def test_load_explains_what_is_wrong():
     with pytest.raises(HandlerError, match="not a callable"):
         load("examples.ai_service:DELAY_SECONDS")
     assert callable(load("examples.ai_service:handle"))
+
+
+async def test_a_reply_that_is_not_json_is_dead_lettered_with_why_not_stored_as_its_repr(
+    redis, names
+):
+    stream = names("replies")
+
+    def odd(message: Message) -> object:
+        if message.payload["kind"] == "object":
+            return {"value": object()}
+        return {"price": decimal.Decimal("1.50"), "tags": {"a"}}
+
+    result = await sink(redis, odd).write(
+        [msg(1, stream, kind="object"), msg(2, stream, kind="ok")]
+    )
+    assert set(result.rejected) == {"1001-0"}
+    assert "not JSON-serialisable" in result.rejected["1001-0"]
+    assert await replies(redis, stream) == [("1002-0", {"price": "1.50", "tags": ["a"]})]
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_a_handler_raising_system_exit_fails_that_message_only(redis, is_async):
+    def leave(message: Message) -> None:
+        if message.payload["n"] == 1:
+            sys.exit(3)
+
+    async def leave_async(message: Message) -> None:
+        leave(message)
+
+    result = await sink(redis, leave_async if is_async else leave).write([msg(1, n=1), msg(2, n=2)])
+    assert result.retry == {"1001-0"}
+    assert result.errors == {"1001-0": "SystemExit: 3"}
+
+
+async def test_failures_are_logged_once_per_batch_with_the_errors_counted(redis, caplog):
+    def explode(message: Message) -> None:
+        raise RuntimeError("handler exploded")
+
+    result = await sink(redis, explode).write([msg(n, n=n) for n in range(200)])
+    assert len(result.retry) == 200
+    assert set(result.errors.values()) == {"RuntimeError: handler exploded"}
+    lines = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
+    assert lines == [
+        "handler failed on 200 of 200 messages (left pending, redelivered later): "
+        "200 x RuntimeError: handler exploded"
+    ]

@@ -32,6 +32,13 @@ def picky(message: Message) -> dict[str, object] | None:
     return {"kind": kind, "handled": True}
 
 
+def exploding(message: Message) -> None:
+    """Sync: `exit` calls sys.exit (a handler bug that must not end the consumer), else raises."""
+    if (message.payload or {}).get("kind") == "exit":
+        sys.exit(3)
+    raise RuntimeError("handler exploded")
+
+
 async def doubler(messages: list[Message]) -> list[object]:
     """Async batch handler (by annotation): one reply per message, in order."""
     return [(m.payload or {}).get("n", 0) * 2 for m in messages]
@@ -122,3 +129,34 @@ def test_a_wrong_handler_path_stops_the_consumer_with_a_clear_message(redis_serv
     assert result.returncode == 2, result.stderr
     assert "has no attribute 'no_such_function'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_failing_handler_logs_per_batch_and_dead_letters_keep_the_real_error(
+    redis_server, redis, names
+):
+    stream = names("exploding")
+    count = 300
+    for n in range(count):
+        kind = "exit" if n == 0 else "boom"
+        await redis.xadd(stream, {"data": orjson.dumps({"kind": kind, "n": n})})
+    proc = consume(redis_server.url, stream, "tests.consumer.test_handler_e2e:exploding")
+    try:
+
+        async def all_dead() -> bool:
+            return int(await redis.xlen(stream + ":dlq")) >= count
+
+        await wait_until(all_dead, timeout=60)
+    finally:
+        out = stop(proc)  # still running: SystemExit in the handler did not end the consumer
+    dead = [f for _id, f in await redis.xrange(stream + ":dlq")]
+    assert {f[b"x-reason"] for f in dead} == {b"max-deliveries"}
+    errors = sorted({f[b"x-error"].decode() for f in dead})
+    assert errors == [
+        "delivered more than 2 times without being acked; last error: RuntimeError: handler"
+        " exploded",
+        "delivered more than 2 times without being acked; last error: SystemExit: 3",
+    ]
+    # Each message failed at least twice (2 x 300 failures): one line per batch, not per failure.
+    failure_lines = [line for line in out.splitlines() if "handler failed on" in line]
+    assert 1 <= len(failure_lines) <= 30, len(failure_lines)
+    assert "Traceback" not in out
