@@ -350,8 +350,9 @@ def test_no_secret_in_logs_metrics_or_health_answers_up_down_or_refused(
         ("database password wrong", {**both, "database_url": wrong_pg}, "exit"),
         ("Redis down", {**both, "redis_url": good_redis.replace(str(acl_redis.port), str(closed))},
          "Redis unavailable"),
+        # Refused credentials are a config error for Redis as for PostgreSQL: exit 2.
         ("Redis password wrong", {**both, "redis_url": good_redis.replace(redis_password, "no")},
-         "Redis unavailable"),
+         "exit"),
         ("database URL malformed", {**both, "database_url": good_pg.replace(f":{pg.port}", ":x")},
          "exit"),
         ("'/' in database password", {**both, "database_url": slash_pg}, "exit"),
