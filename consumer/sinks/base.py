@@ -9,13 +9,6 @@ from streamscale.consumer.messages import Message
 from streamscale.core.streams import StreamId
 
 
-class TransientError(Exception):
-    """The sink cannot take anything right now (database down, ...): retry the batch later.
-
-    Never dead-letters: the batch is retried with backoff and nothing is acked meanwhile.
-    """
-
-
 @dataclasses.dataclass
 class SinkResult:
     """What became of a batch handed to `Sink.write`. Every message not named here is done."""

@@ -23,12 +23,12 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import AuthenticationError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from rich.table import Table
 
 from streamscale.core.constants import REASONS
+from streamscale.core.errors import REDIS_RETRYABLE, ConfigError
+from streamscale.core.imports import import_object
 from streamscale.core.streams import connect
 
 T = TypeVar("T")
@@ -74,7 +74,7 @@ def run_async(url: str, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except AuthenticationError as exc:
         fail(f"Redis at {safe_url(url)} refused the credentials: {exc}. Check the URL's password")
-    except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
+    except REDIS_RETRYABLE as exc:
         fail(
             f"cannot reach Redis at {safe_url(url)}: {str(exc).rstrip('.')}."
             " Is redis-server running there?"
@@ -155,26 +155,12 @@ def _consume_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def check_import(path: str, what: str, env: str) -> None:
+def check_import(path: str, env: str) -> None:
     """Import `module:attr` now, so a typo is reported before anything starts."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        fail(f"{env}={path!r} is not an import path: write it as module:{what}")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        fail(
-            f"cannot import {module_name!r} ({env}={path}): {exc}. Check the spelling, and that"
-            " the module is importable from here (run from the directory that contains it,"
-            " or set PYTHONPATH)"
-        )
-    except Exception as exc:
-        fail(f"importing {module_name!r} ({env}={path}) failed: {type(exc).__name__}: {exc}")
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            fail(f"module {module_name!r} has no attribute {attr!r} ({env}={path})")
-        target = getattr(target, part)
+        import_object(path, env)
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def settings_error(exc: ValidationError) -> str:
@@ -206,9 +192,9 @@ def consume(**options: Any) -> None:
     except ValidationError as exc:
         fail(settings_error(exc))
     if settings.handler:
-        check_import(settings.handler, "function", "STREAMSCALE_HANDLER")
+        check_import(settings.handler, "STREAMSCALE_HANDLER")
     if settings.model:
-        check_import(settings.model, "Class", "STREAMSCALE_MODEL")
+        check_import(settings.model, "STREAMSCALE_MODEL")
     try:
         from streamscale.consumer import app  # noqa: PLC0415 -- keeps other commands light
     except ImportError as exc:
