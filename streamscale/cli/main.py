@@ -27,13 +27,13 @@ from rich.console import Console
 from rich.table import Table
 
 from streamscale.core.constants import REASONS
-from streamscale.core.errors import REDIS_RETRYABLE, ConfigError
+from streamscale.core.errors import EXIT_CONFIG, REDIS_RETRYABLE, ConfigError, StreamscaleError
 from streamscale.core.imports import import_object
+from streamscale.core.settings import DEFAULT_REDIS_URL, ClientSettings
 from streamscale.core.streams import connect
 
 T = TypeVar("T")
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EXIT_FAILED = 1
 
 
@@ -56,11 +56,18 @@ def open_redis(url: str) -> aioredis.Redis:
     try:
         return connect(url)
     except ValueError as exc:
-        fail(f"invalid Redis URL {safe_url(url)!r}: {exc}. Use redis://host:6379/0")
+        raise ConfigError(
+            f"invalid Redis URL {safe_url(url)!r}: {exc}. Use redis://host:6379/0"
+        ) from None
 
 
-def run_async(url: str, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    """Run `work(redis)` on a fresh client, translating Redis failures into user errors."""
+def run_async(url: str | None, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """Run `work(redis)` on a fresh client, translating Redis failures into user errors.
+
+    `url` is `--redis-url`; without it the URL comes from the settings sources the consumer
+    reads too (STREAMSCALE_REDIS_URL, then $STREAMSCALE_SECRETS_DIR/streamscale_redis_url).
+    """
+    url = redis_url_setting(url)
 
     async def main() -> T:
         redis = open_redis(url)
@@ -86,13 +93,21 @@ def run_async(url: str, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         raise
 
 
+def redis_url_setting(url: str | None) -> str:
+    """The checked Redis URL: `url` if given, else the one the settings sources hold."""
+    try:
+        settings = ClientSettings() if url is None else ClientSettings(redis_url=url)
+    except ValidationError as exc:
+        raise ConfigError(settings_error(exc, "Redis settings")) from None
+    return settings.redis_url.get_secret_value()
+
+
 def redis_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--redis-url",
-        envvar="STREAMSCALE_REDIS_URL",
-        default=DEFAULT_REDIS_URL,
-        show_default=True,
-        help="Redis URL (env STREAMSCALE_REDIS_URL).",
+        default=None,
+        help=f"Redis URL. Default: env STREAMSCALE_REDIS_URL, else the file streamscale_redis_url"
+        f" in $STREAMSCALE_SECRETS_DIR, else {DEFAULT_REDIS_URL}.",
     )(func)
 
 
@@ -157,20 +172,17 @@ def _consume_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def check_import(path: str, env: str) -> None:
     """Import `module:attr` now, so a typo is reported before anything starts."""
-    try:
-        import_object(path, env)
-    except ConfigError as exc:
-        fail(str(exc))
+    import_object(path, env)
 
 
-def settings_error(exc: ValidationError) -> str:
+def settings_error(exc: ValidationError, what: str = "consumer settings") -> str:
     """A pydantic validation error as `STREAMSCALE_X (--x): problem` lines."""
     lines = []
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"]) or "settings"
         flag = "--" + field.replace("_", "-")
         lines.append(f"  STREAMSCALE_{field.upper()} / {flag}: {error['msg']}")
-    return "invalid consumer settings:\n" + "\n".join(lines)
+    return f"invalid {what}:\n" + "\n".join(lines)
 
 
 @cli.command()
@@ -190,7 +202,7 @@ def consume(**options: Any) -> None:
     try:
         settings = ConsumerSettings(**overrides)
     except ValidationError as exc:
-        fail(settings_error(exc))
+        raise ConfigError(settings_error(exc)) from None
     if settings.handler:
         check_import(settings.handler, "STREAMSCALE_HANDLER")
     if settings.model:
@@ -218,7 +230,10 @@ def operate(namespaces: tuple[str, ...], all_namespaces: bool) -> None:
         running = importlib.import_module("streamscale.operator.running")
     except ImportError as exc:
         fail(f"the operator is not available in this installation ({exc})")
-    running.run(list(namespaces), all_namespaces)
+    try:
+        running.run(list(namespaces), all_namespaces)
+    except ValidationError as exc:
+        raise ConfigError(settings_error(exc, "operator settings")) from None
 
 
 # produce ------------------------------------------------------------------------------------
@@ -251,7 +266,7 @@ def operate(namespaces: tuple[str, ...], all_namespaces: bool) -> None:
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 def produce(
     *,
-    redis_url: str,
+    redis_url: str | None,
     stream: str,
     count: int,
     mode: str,
@@ -347,7 +362,7 @@ def produce(
               help="Seconds between refreshes (with --once: between the two samples that"
               " measure throughput; 0 skips it).")  # fmt: skip
 def status(
-    redis_url: str, streams: tuple[str, ...], once: bool, as_json: bool, interval: float
+    redis_url: str | None, streams: tuple[str, ...], once: bool, as_json: bool, interval: float
 ) -> None:
     """Streams, groups, lag, pending, consumers and dead letters: a live table (Ctrl-C ends)."""
     from rich.live import Live  # noqa: PLC0415
@@ -441,7 +456,7 @@ def _short(text: str, width: int) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(
     *,
-    redis_url: str,
+    redis_url: str | None,
     stream: str,
     dead_letter_stream: str | None,
     reasons: tuple[str, ...],
@@ -486,7 +501,7 @@ def dlq_list(
 @click.argument("entry_id")
 @click.option("--json", "as_json", is_flag=True)
 def dlq_show(
-    redis_url: str, stream: str, dead_letter_stream: str | None, entry_id: str, as_json: bool
+    redis_url: str | None, stream: str, dead_letter_stream: str | None, entry_id: str, as_json: bool
 ) -> None:
     """Every field of one dead-letter entry."""
     from streamscale.cli import replaying as d  # noqa: PLC0415
@@ -514,7 +529,7 @@ def dlq_show(
 @click.option("--json", "as_json", is_flag=True)
 def dlq_replay(
     *,
-    redis_url: str,
+    redis_url: str | None,
     stream: str,
     dead_letter_stream: str | None,
     entry_ids: tuple[str, ...],
@@ -578,7 +593,7 @@ def dlq_replay(
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def dlq_purge(
     *,
-    redis_url: str,
+    redis_url: str | None,
     stream: str,
     dead_letter_stream: str | None,
     entry_ids: tuple[str, ...],
@@ -683,5 +698,9 @@ def bench(args: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    """The console script."""
-    cli(prog_name="streamscale")
+    """The console script: a streamscale error ends it with one message, never a traceback."""
+    try:
+        cli(prog_name="streamscale")
+    except StreamscaleError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED)

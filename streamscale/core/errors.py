@@ -15,6 +15,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+EXIT_CONFIG = 2
+"""Exit status of every entry point refusing its configuration (as click does for usage)."""
+
 
 class StreamscaleError(Exception):
     """Root of the errors streamscale raises on purpose; the message is meant for users."""

@@ -25,11 +25,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(
-    *args: str, redis_url: str | None = None, stdin: str | None = None, timeout: float = 60
+    *args: str,
+    redis_url: str | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
     if redis_url:
         env["STREAMSCALE_REDIS_URL"] = redis_url
+    env.update(extra_env or {})
     return subprocess.run(
         [STREAMSCALE, *args],
         capture_output=True,
@@ -270,8 +275,10 @@ def test_unreachable_redis_says_what_to_do_without_a_traceback():
 
 
 def test_bad_input_is_explained():
-    bad_url = cli("produce", "--redis-url", "http://nope")
-    assert bad_url.returncode == 1 and "invalid Redis URL" in bad_url.stderr
+    for url in ("http://nope", "notaurl"):
+        bad_url = cli("produce", "--redis-url", url)
+        assert bad_url.returncode == 2 and "not a Redis URL" in bad_url.stderr, bad_url.stderr
+        assert "Traceback" not in bad_url.stderr
 
     bad_count = cli("produce", "--count", "many")
     assert bad_count.returncode == 2 and "'many' is not a valid integer" in bad_count.stderr
@@ -280,17 +287,21 @@ def test_bad_input_is_explained():
     assert bad_template.returncode == 1 and "--template is not valid JSON" in bad_template.stderr
 
     for handler, text in [
-        ("not_a_module_xyz:handle", "cannot import 'not_a_module_xyz'"),
+        ("not_a_module_xyz:handle", "cannot import module 'not_a_module_xyz'"),
         ("examples.ai_service:nope", "has no attribute 'nope'"),
         ("no-colon", "not an import path"),
     ]:
         result = cli("consume", "--handler", handler)
-        assert result.returncode == 1 and text in result.stderr, result.stderr
+        assert result.returncode == 2 and text in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
 
     bad_setting = cli("consume", "--batch-size", "0")
-    assert bad_setting.returncode == 1
+    assert bad_setting.returncode == 2
     assert "STREAMSCALE_BATCH_SIZE / --batch-size" in bad_setting.stderr
+
+    loud = cli("consume", "--log-level", "LOUD")
+    assert loud.returncode == 2 and "not a log level" in loud.stderr, loud.stderr
+    assert "Traceback" not in loud.stderr
 
     both = cli("dlq", "replay", "1-0", "--all")
     assert both.returncode == 2 and "not both" in both.stderr
@@ -338,3 +349,21 @@ async def test_dlq_replay_to_another_stream(redis_server, redis, names):
     assert outcome["status"] == "replayed" and outcome["stream"] == other
     [(_id, fields)] = await redis.xrange(other)
     assert fields == {b"data": b'{"n":0}', b"x-replayed-from": dl_id.encode()}
+
+
+def test_redis_commands_read_the_consumers_settings_sources(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "streamscale_redis_url").write_text(redis_server.url + "\n")
+    from_file = {"STREAMSCALE_SECRETS_DIR": str(secrets)}
+    for args in (["produce", "-c", "3", "--no-progress"], ["status", "--once"], ["dlq", "list"]):
+        ok(cli(*args, extra_env=from_file))
+
+    missing = {"STREAMSCALE_SECRETS_DIR": str(tmp_path / "not-mounted")}
+    for args in (["status", "--once"], ["consume"]):
+        result = cli(*args, extra_env=missing)
+        assert result.returncode == 2, result.stderr
+        assert "STREAMSCALE_SECRETS_DIR" in result.stderr and "not a directory" in result.stderr
+        assert "Traceback" not in result.stderr
