@@ -24,8 +24,10 @@ class ConsumerSettings(StreamscaleSettings):
         SecretStr("sqlite:///streamscale.db"),
         description="postgresql://... (asyncpg) or sqlite:///path (the embedded default).",
     )
-    stream: str = Field("events", description="The stream to read.")
-    group: str = Field("streamscale", description="The consumer group to read through.")
+    stream: str = Field("events", min_length=1, description="The stream to read.")
+    group: str = Field(
+        "streamscale", min_length=1, description="The consumer group to read through."
+    )
     consumer: str = Field(
         default_factory=default_consumer_name,
         description="This process's consumer name; defaults to $POD_NAME, then the host name.",
@@ -47,7 +49,9 @@ class ConsumerSettings(StreamscaleSettings):
     max_message_bytes: int = Field(
         1_048_576, ge=64, description="Larger messages are dead-lettered as invalid."
     )
-    dead_letter_stream: str | None = Field(None, description="Defaults to `<stream>:dlq`.")
+    dead_letter_stream: str | None = Field(
+        None, min_length=1, description="Defaults to `<stream>:dlq`."
+    )
     group_start_id: str = Field("0", description="Where a newly created group starts reading.")
     max_inflight: int = Field(64, ge=1, description="Handler mode: concurrent handler calls.")
     rate_limit: float | None = Field(

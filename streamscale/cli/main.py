@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import re
 import signal
 import sys
 import urllib.parse
@@ -22,7 +23,7 @@ import click
 import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from rich.console import Console
 from rich.table import Table
 
@@ -88,9 +89,24 @@ def run_async(url: str | None, work: Callable[[aioredis.Redis], Awaitable[T]]) -
             " Pass --redis-url or set STREAMSCALE_REDIS_URL"
         )
     except ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE"):
-            fail(f"a key named here is not a stream: {exc}")
-        raise
+        # Pipelines wrap the answer ("Command # 1 (XADD ...) of pipeline caused error: ...").
+        text = str(exc)
+        if "WRONGTYPE" in text:
+            fail(
+                f"a key named here is not a stream: {text}. Nothing was changed;"
+                " name a stream with --stream (or --dead-letter-stream)"
+            )
+        if "DB index is out of range" in text:
+            raise ConfigError(
+                f"the Redis URL {safe_url(url)} names a database this server does not have:"
+                f" {text}. Use a smaller /<db> in the URL (0 is always there)"
+            ) from None
+        fail(f"Redis at {safe_url(url)} refused the command: {text}")
+    except RedisError as exc:
+        fail(
+            f"the server at {safe_url(url)} did not answer like Redis ({type(exc).__name__}:"
+            f" {exc}). Check the host and port of the Redis URL"
+        )
 
 
 def redis_url_setting(url: str | None) -> str:
@@ -111,6 +127,29 @@ def redis_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def non_empty(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse an empty key name: Redis accepts it, and it is never the stream anyone meant."""
+    values = value if isinstance(value, tuple) else (value,)
+    if any(v == "" for v in values):
+        raise click.BadParameter("must not be empty: name the stream", param=param)
+    return value
+
+
+ENTRY_ID = re.compile(r"\d+(-\d+)?")
+
+
+def entry_ids(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Check entry IDs before Redis sees them, so a typo is a usage error naming the argument."""
+    for entry_id in value if isinstance(value, tuple) else (value,):
+        if not ENTRY_ID.fullmatch(entry_id):
+            raise click.BadParameter(
+                f"{entry_id!r} is not a stream entry ID: write it as <milliseconds>-<sequence>,"
+                " e.g. 1700000000000-0, as `dlq list` shows them",
+                param=param,
+            )
+    return value
+
+
 def stream_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--stream",
@@ -118,6 +157,7 @@ def stream_option(func: Callable[..., Any]) -> Callable[..., Any]:
         default="events",
         show_default=True,
         help="The stream (env STREAMSCALE_STREAM).",
+        callback=non_empty,
     )(func)
 
 
@@ -354,7 +394,7 @@ def produce(
 
 @cli.command()
 @redis_option
-@click.option("--stream", "streams", multiple=True,
+@click.option("--stream", "streams", multiple=True, callback=non_empty,
               help="A stream to show (repeatable; default: all, up to 50).")  # fmt: skip
 @click.option("--once", is_flag=True, help="Print one snapshot and exit (no live view).")
 @click.option("--json", "as_json", is_flag=True, help="With --once: the snapshot as JSON.")
@@ -424,6 +464,7 @@ def dlq_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "--dead-letter-stream",
         envvar="STREAMSCALE_DEAD_LETTER_STREAM",
         default=None,
+        callback=non_empty,
         help="The dead-letter stream (default <stream>:dlq).",
     )(func)
     return redis_option(stream_option(func))
@@ -498,7 +539,7 @@ def dlq_list(
 
 @dlq.command("show")
 @dlq_options
-@click.argument("entry_id")
+@click.argument("entry_id", callback=entry_ids)
 @click.option("--json", "as_json", is_flag=True)
 def dlq_show(
     redis_url: str | None, stream: str, dead_letter_stream: str | None, entry_id: str, as_json: bool
@@ -520,7 +561,7 @@ def dlq_show(
 
 @dlq.command("replay")
 @dlq_options
-@click.argument("entry_ids", nargs=-1)
+@click.argument("entry_ids", nargs=-1, callback=entry_ids)
 @click.option("--all", "replay_all", is_flag=True, help="Every entry (with --reason: matching).")
 @reason_option
 @click.option("--count", "-c", type=click.IntRange(min=1), default=None,
@@ -587,7 +628,7 @@ def dlq_replay(
 
 @dlq.command("purge")
 @dlq_options
-@click.argument("entry_ids", nargs=-1)
+@click.argument("entry_ids", nargs=-1, callback=entry_ids)
 @click.option("--all", "purge_all", is_flag=True, help="Every entry (with --reason: matching).")
 @reason_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")

@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -367,3 +369,51 @@ def test_redis_commands_read_the_consumers_settings_sources(
         assert result.returncode == 2, result.stderr
         assert "STREAMSCALE_SECRETS_DIR" in result.stderr and "not a directory" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_redis_answers_and_bad_names_are_one_message_never_a_traceback(
+    redis_server: RedisServer,
+) -> None:
+    plain = __import__("redis").Redis.from_url(redis_server.url)
+    try:
+        plain.set("a-string", "x")
+    finally:
+        plain.close()
+    url = redis_server.url
+    wrong_type = cli("produce", "-c", "5", "--mode", "bulk", "--no-progress",
+                     "--stream", "a-string", redis_url=url)  # fmt: skip
+    assert wrong_type.returncode == 1 and "is not a stream" in wrong_type.stderr, wrong_type.stderr
+    assert "name a stream with --stream" in wrong_type.stderr
+
+    no_such_db = cli("status", "--once", redis_url=url.rsplit("/", 1)[0] + "/99999")
+    assert no_such_db.returncode == 2 and "names a database" in no_such_db.stderr, no_such_db.stderr
+
+    with socket.socket() as not_redis:  # answers nothing Redis understands: an HTTP-like banner
+        not_redis.bind(("127.0.0.1", 0))
+        not_redis.listen()
+        port = not_redis.getsockname()[1]
+        server = threading.Thread(target=_answer_garbage, args=(not_redis,), daemon=True)
+        server.start()
+        other = cli("dlq", "list", redis_url=f"redis://127.0.0.1:{port}/0", timeout=30)
+        server.join(10)
+    assert other.returncode == 1 and "did not answer like Redis" in other.stderr, other.stderr
+
+    for args in (["dlq", "show", "nope"], ["dlq", "replay", "12-x"], ["dlq", "purge", "1-2-3"]):
+        bad_id = cli(*args, redis_url=url)
+        assert bad_id.returncode == 2 and "is not a stream entry ID" in bad_id.stderr, args
+
+    for args in (["produce", "-c", "1", "--stream", ""], ["status", "--once", "--stream", ""],
+                 ["dlq", "list", "--stream", ""], ["consume", "--stream", ""]):  # fmt: skip
+        empty = cli(*args, redis_url=url)
+        assert empty.returncode == 2, (args, empty.stderr)
+
+    for result in (wrong_type, no_such_db, other, bad_id, empty):
+        assert "Traceback" not in result.stderr
+
+
+def _answer_garbage(listener: socket.socket) -> None:
+    listener.settimeout(20)
+    connection, _address = listener.accept()
+    with connection:
+        connection.recv(1024)
+        connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
