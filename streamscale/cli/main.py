@@ -28,10 +28,17 @@ from rich.console import Console
 from rich.table import Table
 
 from streamscale.core.constants import REASONS
-from streamscale.core.errors import EXIT_CONFIG, REDIS_RETRYABLE, ConfigError, StreamscaleError
+from streamscale.core.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    REDIS_RETRYABLE,
+    ConfigError,
+    StreamscaleError,
+)
 from streamscale.core.imports import import_object
 from streamscale.core.settings import DEFAULT_REDIS_URL, ClientSettings
 from streamscale.core.streams import connect
+from streamscale.core.tasks import stop_on_signals
 
 T = TypeVar("T")
 
@@ -355,26 +362,22 @@ def produce(
     stop = asyncio.Event()
 
     async def work(redis: aioredis.Redis) -> producing.Summary:
-        # Ctrl-C ends the run after the current round trip and still prints the summary.
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        try:
-            with bar:
-                task = bar.add_task(f"{mode} -> {stream}", total=count)
-                return await producing.produce(
-                    redis,
-                    stream,
-                    count,
-                    generator,
-                    bulk=mode == "bulk",
-                    pipeline_size=pipeline_size,
-                    rate=rate,
-                    maxlen=maxlen,
-                    progress=lambda n: bar.advance(task, n),
-                    stop=stop,
-                )
-        finally:
-            loop.remove_signal_handler(signal.SIGINT)
+        # Ctrl-C or SIGTERM ends the run after the current round trip and still prints the
+        # summary; so does losing Redis.
+        with stop_on_signals(stop), bar:
+            task = bar.add_task(f"{mode} -> {stream}", total=count)
+            return await producing.produce(
+                redis,
+                stream,
+                count,
+                generator,
+                bulk=mode == "bulk",
+                pipeline_size=pipeline_size,
+                rate=rate,
+                maxlen=maxlen,
+                progress=lambda n: bar.advance(task, n),
+                stop=stop,
+            )
 
     summary = run_async(redis_url, work)
     if stop.is_set():
@@ -382,11 +385,17 @@ def produce(
     if as_json:
         echo_json(summary.as_dict())
     else:
+        length = "unknown" if summary.length is None else summary.length
         click.echo(
             f"produced {summary.produced} entries ({summary.poison} poison) to {stream!r}"
             f" in {summary.seconds:.2f}s ({summary.rate:,.0f}/s, {mode} mode);"
-            f" stream length {summary.length}; IDs {summary.first_id} .. {summary.last_id}"
+            f" stream length {length}; IDs {summary.first_id} .. {summary.last_id}"
         )
+    if summary.error is not None:
+        fail(f"{summary.error}. Entries after the last ID above were not added; run again for"
+             " the rest once Redis is back")  # fmt: skip
+    if stop.is_set():
+        sys.exit(EXIT_INTERRUPTED)
 
 
 # status -------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 EXIT_CONFIG = 2
 """Exit status of every entry point refusing its configuration (as click does for usage)."""
+EXIT_INTERRUPTED = 130
+"""Exit status of a run ended early by SIGINT or SIGTERM (the shell's 128 + SIGINT)."""
 
 
 class StreamscaleError(Exception):

@@ -417,3 +417,57 @@ def _answer_garbage(listener: socket.socket) -> None:
     with connection:
         connection.recv(1024)
         connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+
+def _start_producing(url: str, stream: str) -> subprocess.Popen[str]:
+    """A slow `produce` (rate-limited) that is still running when the test interrupts it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+    return subprocess.Popen(
+        [STREAMSCALE, "produce", "--stream", stream, "-c", "100000", "--rate", "200",
+         "--no-progress", "--redis-url", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_produce_ended_by_sigterm_prints_its_summary_and_exits_130(
+    redis_server, redis, names
+):
+    stream = names("sigterm")
+    proc = _start_producing(redis_server.url, stream)
+    for _ in range(100):  # until it has produced something, at most 10 s
+        if await redis.xlen(stream) > 0:
+            break
+        await asyncio.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = _finish(proc)
+    assert proc.returncode == 130, err
+    assert "interrupted after" in err and "Traceback" not in err
+    produced = int(out.split("produced ", 1)[1].split(" ", 1)[0])
+    assert produced == await redis.xlen(stream) > 0
+
+
+async def test_produce_losing_redis_prints_what_was_added_and_fails(fresh_redis, names):
+    stream = names("lost")
+    proc = _start_producing(fresh_redis.url, stream)
+    client = aioredis.Redis.from_url(fresh_redis.url)
+    try:
+        for _ in range(100):  # until it has produced something, at most 10 s
+            if await client.xlen(stream) > 0:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    fresh_redis.kill()
+    out, err = _finish(proc)
+    assert proc.returncode == 1, err
+    assert "produced " in out and "stream length unknown" in out, out
+    assert "lost Redis after" in err and "Traceback" not in err
