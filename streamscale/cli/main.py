@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import re
 import signal
@@ -254,10 +255,8 @@ def consume(**options: Any) -> None:
         check_import(settings.handler, "STREAMSCALE_HANDLER")
     if settings.model:
         check_import(settings.model, "STREAMSCALE_MODEL")
-    try:
-        from streamscale.consumer import app  # noqa: PLC0415 -- keeps other commands light
-    except ImportError as exc:
-        fail(f"the consumer runner is not available in this installation: {exc}")
+    from streamscale.consumer import app  # noqa: PLC0415 -- keeps other commands light
+
     sys.exit(app.run(settings))
 
 
@@ -273,14 +272,37 @@ def operate(namespaces: tuple[str, ...], all_namespaces: bool) -> None:
         raise click.UsageError("name the scope: --namespace NS (repeatable) or --all-namespaces")
     if namespaces and all_namespaces:
         raise click.UsageError("--namespace and --all-namespaces exclude each other")
-    try:
-        running = importlib.import_module("streamscale.operator.running")
-    except ImportError as exc:
-        fail(f"the operator is not available in this installation ({exc})")
+    # Imported here, not at the top: the other commands start faster without kopf.
+    running = importlib.import_module("streamscale.operator.running")
+    check_kubernetes_login()
     try:
         running.run(list(namespaces), all_namespaces)
     except ValidationError as exc:
         raise ConfigError(settings_error(exc, "operator settings")) from None
+
+
+def check_kubernetes_login() -> None:
+    """Find the operator's Kubernetes credentials now, as kopf would, or stop with what to do.
+
+    Without any, kopf keeps retrying its login in the background and the operator waits
+    forever with nothing but a log line.
+    """
+    import kopf  # noqa: PLC0415 - see `operate`
+
+    handlers = importlib.import_module("streamscale.operator.handlers")
+    try:
+        found = handlers.default_login(settings=kopf.OperatorSettings(), logger=logging.getLogger())
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot read the Kubernetes credentials: {type(exc).__name__}: {exc}. Fix the"
+            " kubeconfig that KUBECONFIG (or ~/.kube/config) names, or run inside the cluster"
+        ) from None
+    if found is None:
+        raise ConfigError(
+            "no Kubernetes credentials: neither an in-cluster service account nor a kubeconfig"
+            " (KUBECONFIG, ~/.kube/config) was found. Run it inside the cluster, or point"
+            " KUBECONFIG at a kubeconfig for the cluster to operate"
+        )
 
 
 # produce ------------------------------------------------------------------------------------

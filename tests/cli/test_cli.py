@@ -471,3 +471,34 @@ async def test_produce_losing_redis_prints_what_was_added_and_fails(fresh_redis,
     assert proc.returncode == 1, err
     assert "produced " in out and "stream length unknown" in out, out
     assert "lost Redis after" in err and "Traceback" not in err
+
+
+def test_operate_stops_with_one_message_when_it_cannot_run(tmp_path: Path) -> None:
+    nowhere = {"HOME": str(tmp_path), "KUBECONFIG": ""}
+    no_login = cli("operate", "-A", extra_env={**nowhere, "STREAMSCALE_HTTP_PORT": "0"},
+                   timeout=30)  # fmt: skip
+    assert no_login.returncode == 2, no_login.stderr
+    assert "no Kubernetes credentials" in no_login.stderr and "KUBECONFIG" in no_login.stderr
+
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("clusters: []\n")
+    bad_login = cli("operate", "-A", extra_env={**nowhere, "KUBECONFIG": str(broken)}, timeout=30)
+    assert bad_login.returncode == 2, bad_login.stderr
+    assert "cannot read the Kubernetes credentials" in bad_login.stderr
+
+    with socket.socket() as taken:  # a first operator (or anything else) on the HTTP port
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        kubeconfig = tmp_path / "kind"
+        kubeconfig.write_text(
+            "current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
+            "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+        )
+        port = str(taken.getsockname()[1])
+        second_env = {"KUBECONFIG": str(kubeconfig), "STREAMSCALE_HTTP_PORT": port}
+        second = cli("operate", "-A", timeout=30, extra_env=second_env)
+    assert second.returncode == 2, second.stderr
+    assert f":{port}" in second.stderr and "STREAMSCALE_HTTP_PORT" in second.stderr
+    for result in (no_login, bad_login, second):
+        assert "Traceback" not in result.stderr
