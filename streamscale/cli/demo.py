@@ -31,10 +31,12 @@ from rich.table import Table
 
 from streamscale.cli import producing
 from streamscale.cli import snapshots as st
+from streamscale.cli.common import safe_url
 from streamscale.cli.local import LocalConsumers, LocalError, RedisProcess
 from streamscale.core import streams as s
 from streamscale.core.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE, X_ORIGINAL_ID
 from streamscale.core.deadletter import Scripts
+from streamscale.core.errors import ConfigError
 from streamscale.operator import forecasting, scaling
 
 STREAM = "orders"
@@ -382,6 +384,9 @@ class Demo:
         finally:
             await redis.aclose()
         stored = await stored_ids(database_url, STREAM)
+        if stored is not None:
+            # A --database-url may hold rows of earlier runs; only this run's entries count.
+            stored &= produced_ids
         # Not lost: stored, dead-lettered, or still waiting (a --duration run stops early).
         lost = None if stored is None else len(produced_ids - stored - dead_ids - waiting)
         both = None if stored is None else len(stored & dead_ids)
@@ -403,7 +408,7 @@ class Demo:
             "duration_seconds": round(self.state.elapsed(), 2),
             "drained": self.drained,
             "interrupted": self.interrupted,
-            "database_url": database_url,
+            "database_url": safe_url(database_url),
         }
 
 
@@ -438,14 +443,38 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(f"  scale {line}")
 
 
+async def check_database(database_url: str) -> None:
+    """Connect once before anything starts: consumers would otherwise retry a database that can
+    never work (wrong scheme, host, password) until the run times out."""
+    if database_url.startswith("sqlite"):
+        return
+    if not database_url.startswith(("postgresql://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            f"--database-url {safe_url(database_url)}: the demo stores into PostgreSQL"
+            " (postgresql://user:password@host:5432/db) or SQLite (sqlite:///path)"
+        )
+    import asyncpg  # noqa: PLC0415 - only for a PostgreSQL demo
+
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError, ValueError) as exc:
+        raise ConfigError(
+            f"--database-url {safe_url(database_url)} cannot be used: {type(exc).__name__}:"
+            f" {exc}. Nothing was started; check the host, port, database and password"
+        ) from None
+    await conn.close()
+
+
 async def _main(options: DemoOptions, workdir: Path, console: Console) -> dict[str, Any]:
     redis_server = RedisProcess(workdir)
     redis_server.start()
     try:
         database_url = options.database_url or f"sqlite:///{workdir / 'demo.db'}"
+        await check_database(database_url)
         if not options.live and not options.as_json:
             console.print(
-                f"redis {redis_server.url}, database {database_url}, logs in {workdir}",
+                f"redis {redis_server.url}, database {safe_url(database_url)}, logs in {workdir}",
                 highlight=False,
                 soft_wrap=True,
             )

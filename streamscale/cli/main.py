@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import sys
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -28,6 +27,7 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from rich.console import Console
 from rich.table import Table
 
+from streamscale.cli.common import safe_url
 from streamscale.core.constants import REASONS
 from streamscale.core.errors import (
     EXIT_CONFIG,
@@ -44,15 +44,6 @@ from streamscale.core.tasks import stop_on_signals
 T = TypeVar("T")
 
 EXIT_FAILED = 1
-
-
-def safe_url(url: str) -> str:
-    """`url` with any password replaced by `***`, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def fail(message: str) -> NoReturn:
@@ -713,7 +704,7 @@ def dlq_purge(
 
 
 @cli.command()
-@click.option("--count", "-c", type=click.IntRange(min=0), default=20_000, show_default=True,
+@click.option("--count", "-c", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Entries in the burst.")  # fmt: skip
 @click.option("--poison-ratio", type=click.FloatRange(0, 1), default=0.001, show_default=True)
 @click.option("--database-url", default=None,
