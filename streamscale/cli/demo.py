@@ -220,6 +220,13 @@ class Demo:
         self.state.producing_done = True
 
     async def scale(self, redis: aioredis.Redis, actuator: LocalConsumers) -> None:
+        if self.options.rate is None:
+            # A burst: decide on the whole of it, as the operator would after a burst that
+            # landed between two polls. Polling while it is still being written decided on
+            # whatever part had landed, so how far the demo scaled out depended on the race.
+            while not (self.state.producing_done or self.stop.is_set()):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), 0.05)
         while not self.stop.is_set():
             backlog, info = await backlog_of(redis)
             rates = self.rates.update(await counters(redis, info, backlog, actuator))
