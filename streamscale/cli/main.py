@@ -429,21 +429,21 @@ def status(
     """Streams, groups, lag, pending, consumers and dead letters: a live table (Ctrl-C ends)."""
     from rich.live import Live  # noqa: PLC0415
 
-    from streamscale.cli import snapshots as st  # noqa: PLC0415
+    from streamscale.cli import snapshots  # noqa: PLC0415
 
     if as_json and not once:
         once = True
 
     async def names(redis: aioredis.Redis) -> list[str]:
-        return list(streams) or await st.discover(redis)
+        return list(streams) or await snapshots.discover(redis)
 
-    async def snapshot_once(redis: aioredis.Redis) -> st.Snapshot:
+    async def snapshot_once(redis: aioredis.Redis) -> snapshots.Snapshot:
         chosen = await names(redis)
-        first = await st.collect(redis, chosen)
+        first = await snapshots.collect(redis, chosen)
         if interval <= 0:
             return first
         await asyncio.sleep(interval)
-        return await st.collect(redis, chosen, first)
+        return await snapshots.collect(redis, chosen, first)
 
     if once:
         snap = run_async(redis_url, snapshot_once)
@@ -452,7 +452,7 @@ def status(
         elif not snap.streams:
             click.echo("no streams found (name one with --stream)")
         else:
-            stdout_console().print(st.table(snap))
+            stdout_console().print(snapshots.table(snap))
         return
 
     async def live(redis: aioredis.Redis) -> None:
@@ -461,12 +461,12 @@ def status(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        previous: st.Snapshot | None = None
+        previous: snapshots.Snapshot | None = None
         with Live(console=Console(), auto_refresh=False) as view:
             while not stop.is_set():
                 chosen = await names(redis)
-                previous = await st.collect(redis, chosen, previous)
-                view.update(st.table(previous), refresh=True)
+                previous = await snapshots.collect(redis, chosen, previous)
+                view.update(snapshots.table(previous), refresh=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(interval, 0.1))
 
@@ -503,9 +503,9 @@ def reason_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _dlq_name(stream: str, dead_letter_stream: str | None) -> str:
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
-    return d.dead_letter_name(stream, dead_letter_stream)
+    return replaying.dead_letter_name(stream, dead_letter_stream)
 
 
 def _short(text: str, width: int) -> str:
@@ -527,12 +527,12 @@ def dlq_list(
     as_json: bool,
 ) -> None:
     """The oldest dead-letter entries: why, from where, and the start of their data."""
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def work(redis: aioredis.Redis) -> tuple[list[d.DeadEntry], int]:
-        return await d.entries(redis, name, reasons=reasons, limit=count), int(
+    async def work(redis: aioredis.Redis) -> tuple[list[replaying.DeadEntry], int]:
+        return await replaying.entries(redis, name, reasons=reasons, limit=count), int(
             await redis.xlen(name)
         )
 
@@ -567,10 +567,10 @@ def dlq_show(
     redis_url: str | None, stream: str, dead_letter_stream: str | None, entry_id: str, as_json: bool
 ) -> None:
     """Every field of one dead-letter entry."""
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
     name = _dlq_name(stream, dead_letter_stream)
-    entry = run_async(redis_url, lambda redis: d.get(redis, name, entry_id))
+    entry = run_async(redis_url, lambda redis: replaying.get(redis, name, entry_id))
     if entry is None:
         fail(f"no entry {entry_id} in {name} (replayed or purged already? see `dlq list`)")
     if as_json:
@@ -608,7 +608,7 @@ def dlq_replay(
     `x-replayed-from` = the dead-letter entry ID; the dead-letter entry is removed in the same
     step. Exits 1 when a named entry could not be replayed (already replayed, not found).
     """
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
     if bool(entry_ids) == replay_all:
         raise click.UsageError("name dead-letter entry IDs, or pass --all (not both)")
@@ -616,33 +616,34 @@ def dlq_replay(
         raise click.UsageError("--reason filters --all; named IDs are replayed as named")
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def work(redis: aioredis.Redis) -> list[d.Replayed]:
+    async def work(redis: aioredis.Redis) -> list[replaying.Replayed]:
         ids = list(entry_ids)
         if replay_all:
-            ids = [e.id for e in await d.entries(redis, name, reasons=reasons, limit=count)]
-        return await d.replay(redis, name, ids, to=target)
+            ids = [e.id for e in await replaying.entries(redis, name, reasons=reasons, limit=count)]
+        return await replaying.replay(redis, name, ids, to=target)
 
     outcomes = run_async(redis_url, work)
     if as_json:
         echo_json([o.__dict__ for o in outcomes])
     else:
         for o in outcomes:
-            if o.status == d.STATUS_REPLAYED:
+            if o.status == replaying.STATUS_REPLAYED:
                 click.echo(f"{o.id} -> {o.stream} {o.new_id}")
-            elif o.status == d.STATUS_ALREADY:
+            elif o.status == replaying.STATUS_ALREADY:
                 click.echo(f"{o.id}: already replayed as {o.new_id}, not replayed again")
-            elif o.status == d.STATUS_MISSING:
+            elif o.status == replaying.STATUS_MISSING:
                 click.echo(f"{o.id}: not in {name}")
-            elif o.status == d.STATUS_EMPTY:
+            elif o.status == replaying.STATUS_EMPTY:
                 click.echo(f"{o.id}: no original fields to replay (reason deleted); purge it")
             else:
                 click.echo(f"{o.id}: no x-stream field; pass --to STREAM")
-        done = sum(1 for o in outcomes if o.status == d.STATUS_REPLAYED)
+        done = sum(1 for o in outcomes if o.status == replaying.STATUS_REPLAYED)
         click.echo(f"replayed {done} of {len(outcomes)} from {name}")
     failed = [
         o
         for o in outcomes
-        if o.status != d.STATUS_REPLAYED and not (replay_all and o.status == d.STATUS_EMPTY)
+        if o.status != replaying.STATUS_REPLAYED
+        and not (replay_all and o.status == replaying.STATUS_EMPTY)
     ]
     if failed:
         sys.exit(EXIT_FAILED)
@@ -665,7 +666,7 @@ def dlq_purge(
     yes: bool,
 ) -> None:
     """Delete dead-letter entries for good (asks first unless --yes)."""
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
     if bool(entry_ids) == purge_all:
         raise click.UsageError("name dead-letter entry IDs, or pass --all (not both)")
@@ -677,7 +678,7 @@ def dlq_purge(
         if purge_all and not reasons:
             return int(await redis.xlen(name)), []
         if purge_all:
-            ids = [e.id for e in await d.entries(redis, name, reasons=reasons)]
+            ids = [e.id for e in await replaying.entries(redis, name, reasons=reasons)]
         else:
             ids = list(entry_ids)
         return len(ids), ids
@@ -694,8 +695,8 @@ def dlq_purge(
 
     async def purge(redis: aioredis.Redis) -> int:
         if purge_all and not reasons:
-            return await d.purge_all(redis, name)
-        return await d.purge(redis, name, ids)
+            return await replaying.purge_all(redis, name)
+        return await replaying.purge(redis, name, ids)
 
     click.echo(f"purged {run_async(redis_url, purge)} entries from {name}")
 
@@ -732,13 +733,13 @@ def demo(**options: Any) -> None:
     vanished (--chaos kills some) once live ones have claimed their entries, and dead-letters
     entries past max-deliveries. Ctrl-C stops everything and cleans up.
     """
-    from streamscale.cli import demo as d  # noqa: PLC0415
+    import streamscale.cli.demo  # noqa: PLC0415
 
     if options["live"] is None:
         options["live"] = sys.stdout.isatty()
     try:
-        code = d.main(d.DemoOptions(**options))
-    except d.DemoError as exc:
+        code = streamscale.cli.demo.main(streamscale.cli.demo.DemoOptions(**options))
+    except streamscale.cli.demo.DemoError as exc:
         fail(str(exc))
     sys.exit(code)
 

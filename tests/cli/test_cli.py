@@ -15,9 +15,8 @@ from pathlib import Path
 import orjson
 import redis.asyncio as aioredis
 
-from streamscale.cli import replaying as d
-from streamscale.cli import snapshots as st
-from streamscale.core import constants as c
+from streamscale.cli import replaying, snapshots
+from streamscale.core import constants
 from streamscale.core.deadletter import DeadLetter, Scripts
 from streamscale.core.streams import as_str
 from tests.support.servers import RedisServer, free_port
@@ -65,11 +64,11 @@ async def dead_letter(
     ids = [as_str(entry_id) for entry_id, _fields in read[0][1]]
     await Scripts(redis).dead_letter(
         stream,
-        stream + c.DEAD_LETTER_SUFFIX,
+        stream + constants.DEAD_LETTER_SUFFIX,
         group,
         [DeadLetter(i, r, f"because {r}") for i, r in zip(ids, reasons, strict=True)],
     )
-    return [as_str(e[0]) for e in await redis.xrange(stream + c.DEAD_LETTER_SUFFIX)]
+    return [as_str(e[0]) for e in await redis.xrange(stream + constants.DEAD_LETTER_SUFFIX)]
 
 
 async def test_produce_stream_mode_writes_product_payloads(redis_server: RedisServer, redis, names):
@@ -188,10 +187,10 @@ async def test_status_throughput_is_entries_read_per_second(redis, names):
     for n in range(50):
         await redis.xadd(stream, {"n": str(n)})
     await redis.xgroup_create(stream, "g", id="0")
-    first = await st.collect(redis, [stream])
+    first = await snapshots.collect(redis, [stream])
     await redis.xreadgroup("g", "w", {stream: ">"}, count=40)
     await asyncio.sleep(0.2)
-    second = await st.collect(redis, [stream], first)
+    second = await snapshots.collect(redis, [stream], first)
     rate = second.streams[0].groups[0].throughput
     assert rate is not None and 40 / 0.5 < rate <= 40 / 0.2
 
@@ -230,7 +229,7 @@ async def test_dlq_replay_once_and_never_twice(redis_server, redis, names):
     new_id, fields = (await redis.xrevrange(stream, count=1))[0]
     # The original fields come back, without the x-* dead-letter fields, pointing to where
     # they came from.
-    assert fields == {b"data": b'{"n":0}', c.X_REPLAYED_FROM.encode(): dl_ids[0].encode()}
+    assert fields == {b"data": b'{"n":0}', constants.X_REPLAYED_FROM.encode(): dl_ids[0].encode()}
     assert [as_str(e[0]) for e in await redis.xrange(stream + ":dlq")] == [dl_ids[1]]
     assert new_id.decode() in again.stdout
 
@@ -240,8 +239,10 @@ async def test_concurrent_replays_replay_each_entry_exactly_once(redis, names):
     dl_ids = await dead_letter(redis, stream, ["invalid"] * 30)
     before = await redis.xlen(stream)
     dlq = stream + ":dlq"
-    runs = await asyncio.gather(*(d.replay(redis, dlq, dl_ids[::step]) for step in (1, 1, 2, 3)))
-    replayed = [o.id for run in runs for o in run if o.status == d.STATUS_REPLAYED]
+    runs = await asyncio.gather(
+        *(replaying.replay(redis, dlq, dl_ids[::step]) for step in (1, 1, 2, 3))
+    )
+    replayed = [o.id for run in runs for o in run if o.status == replaying.STATUS_REPLAYED]
     assert sorted(replayed) == sorted(dl_ids)
     assert await redis.xlen(stream) == before + 30
     assert await redis.xlen(dlq) == 0
