@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamscale.cli.common import safe_url
+from streamscale.consumer.settings import ConsumerSettings
 from streamscale.core.constants import REASONS
 from streamscale.core.errors import (
     EXIT_CONFIG,
@@ -37,7 +38,7 @@ from streamscale.core.errors import (
     StreamscaleError,
 )
 from streamscale.core.imports import import_object
-from streamscale.core.settings import DEFAULT_REDIS_URL, ClientSettings
+from streamscale.core.settings import DEFAULT_REDIS_URL, ClientSettings, StreamscaleSettings
 from streamscale.core.streams import connect
 from streamscale.core.tasks import stop_on_signals
 
@@ -180,32 +181,21 @@ def cli() -> None:
 # consume ------------------------------------------------------------------------------------
 
 
-CONSUME_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--redis-url", "redis_url", str, "Redis URL."),
-    ("--database-url", "database_url", str, "postgresql://... or sqlite:///path.db."),
-    ("--stream", "stream", str, "The stream to read."),
-    ("--group", "group", str, "The consumer group."),
-    ("--consumer", "consumer", str, "This process's consumer name (default $POD_NAME, host)."),
-    ("--model", "model", str, "SQLModel table class, module:Class."),
-    ("--handler", "handler", str, "Handler mode: a Python callable, module:function."),
-    ("--batch-size", "batch_size", int, "XREADGROUP COUNT."),
-    ("--block-ms", "block_ms", int, "XREADGROUP BLOCK."),
-    ("--concurrency", "concurrency", int, "Reader coroutines in this process."),
-    ("--claim-idle-ms", "claim_idle_ms", int, "Claim others' entries idle this long."),
-    ("--max-deliveries", "max_deliveries", int, "Dead-letter after this many deliveries."),
-    ("--dead-letter-stream", "dead_letter_stream", str, "Default <stream>:dlq."),
-    ("--max-inflight", "max_inflight", int, "Handler mode: concurrent handler calls."),
-    ("--rate-limit", "rate_limit", float, "Handler mode: handler calls per second."),
-    ("--http-port", "http_port", int, "/metrics, /healthz, /readyz port (0: any free one)."),
-    ("--log-format", "log_format", click.Choice(["json", "console"]), "Log lines as json|console."),
-    ("--log-level", "log_level", str, "Python logging level."),
-]
-
-
 def _consume_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for flag, dest, kind, text in reversed(CONSUME_OPTIONS):
-        env = "STREAMSCALE_" + dest.upper()
-        func = click.option(flag, dest, type=kind, default=None, help=f"{text} [env {env}]")(func)
+    """One option per consumer setting, from the settings class itself (names, help texts).
+
+    Values stay strings here: the settings class converts and checks them, so a flag and its
+    environment variable are refused with the same message.
+    """
+    fields = ConsumerSettings.model_fields
+    shared = StreamscaleSettings.model_fields
+    # The consumer's own settings first, then the HTTP and log ones every process has.
+    ordered = [name for name in fields if name not in shared] + list(shared)
+    for name in reversed(ordered):
+        field = fields[name]
+        env = "STREAMSCALE_" + name.upper()
+        flag = "--" + name.replace("_", "-")
+        func = click.option(flag, name, default=None, help=f"{field.description} [env {env}]")(func)
     return func
 
 
@@ -232,8 +222,6 @@ def consume(**options: Any) -> None:
     Reads the stream through the group in batches, writes each batch to the SQL table (or calls
     the handler), acks only what succeeded, and dead-letters what never can.
     """
-    from streamscale.consumer.settings import ConsumerSettings  # noqa: PLC0415
-
     # Like `python -m` and uvicorn: the user's module:attr paths resolve from where they run it.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -503,3 +503,13 @@ def test_operate_stops_with_one_message_when_it_cannot_run(tmp_path: Path) -> No
     assert f":{port}" in second.stderr and "STREAMSCALE_HTTP_PORT" in second.stderr
     for result in (no_login, bad_login, second):
         assert "Traceback" not in result.stderr
+
+
+def test_consume_has_one_option_per_consumer_setting_with_its_help_text():
+    from streamscale.consumer.settings import ConsumerSettings  # noqa: PLC0415
+
+    out = " ".join(ok(cli("consume", "--help")).split())
+    for name, field in ConsumerSettings.model_fields.items():
+        assert "--" + name.replace("_", "-") in out, name
+        assert f"[env STREAMSCALE_{name.upper()}]" in out, name
+        assert " ".join(str(field.description).split()) in out, name
