@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 from streamscale.consumer.app import EXIT_CONFIG, run
 from streamscale.consumer.settings import ConsumerSettings
+from streamscale.core.errors import ConfigError
 
 
 def main() -> int:
@@ -13,6 +14,9 @@ def main() -> int:
         settings = ConsumerSettings()
     except ValidationError as exc:
         print(f"streamscale consume: invalid settings:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"streamscale consume: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return run(settings)
 

@@ -22,11 +22,11 @@ from streamscale.consumer.running import (
     leave_group,
 )
 from streamscale.consumer.settings import ConsumerSettings
-from streamscale.consumer.sinks.base import Sink, TransientError
+from streamscale.consumer.sinks.base import Sink
 from streamscale.consumer.sinks.factory import build_sink
-from streamscale.consumer.sinks.models import ConfigError
 from streamscale.core import logs
 from streamscale.core.backoff import Backoff, Health
+from streamscale.core.errors import ConfigError, TransientError
 from streamscale.core.serving import HealthServer
 from streamscale.core.streams import connect, ensure_group
 from streamscale.core.tasks import cancel_all, spawn

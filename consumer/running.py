@@ -26,10 +26,11 @@ from redis import exceptions as redis_errors
 from streamscale.consumer.messages import decode_all, split_deleted
 from streamscale.consumer.metrics import ConsumerMetrics
 from streamscale.consumer.settings import ConsumerSettings
-from streamscale.consumer.sinks.base import ConfigError, Sink, SinkResult, TransientError
+from streamscale.consumer.sinks.base import Sink, SinkResult
 from streamscale.core import constants as c
 from streamscale.core.backoff import Backoff, Health
 from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
+from streamscale.core.errors import ConfigError, TransientError
 from streamscale.core.streams import (
     Entry,
     ensure_group,

@@ -2,12 +2,11 @@
 
 import os
 import socket
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
+from streamscale.core.settings import StreamscaleSettings, check_url
 
 
 def default_consumer_name() -> str:
@@ -15,17 +14,8 @@ def default_consumer_name() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
 
 
-class ConsumerSettings(BaseSettings):
+class ConsumerSettings(StreamscaleSettings):
     """Everything `streamscale consume` needs; secrets may also come from files (`*_FILE`)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="STREAMSCALE_",
-        extra="ignore",
-        secrets_dir=os.environ.get("STREAMSCALE_SECRETS_DIR"),
-        # A validation error names the setting and the problem, never the value: values hold
-        # passwords.
-        hide_input_in_errors=True,
-    )
 
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL (redis:// or rediss://)."
@@ -74,10 +64,6 @@ class ConsumerSettings(BaseSettings):
     rate_limit: float | None = Field(
         None, gt=0, description="Handler mode: at most this many handler calls per second."
     )
-    http_port: int = Field(8080, ge=0, le=65535, description="/metrics, /healthz, /readyz.")
-    http_host: str = Field("0.0.0.0", description="Address the HTTP port binds to.")  # noqa: S104
-    log_format: str = Field("console", pattern="^(json|console)$", description="json | console.")
-    log_level: str = Field("INFO", description="Python logging level.")
     shutdown_grace_seconds: float = Field(
         25.0, gt=0, description="SIGTERM: finish the in-flight batch within this time."
     )
@@ -99,57 +85,10 @@ class ConsumerSettings(BaseSettings):
         description="Add model columns an existing table lacks (nullable) instead of refusing.",
     )
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """The default sources; a missing secrets directory is left to `_secrets_dir_exists`.
-
-        Its source would only warn, before any validator can report it as the error it is.
-        """
-        secrets_dir = cls.model_config.get("secrets_dir")
-        if isinstance(secrets_dir, str | os.PathLike) and not os.path.isdir(secrets_dir):
-            return init_settings, env_settings, dotenv_settings
-        return init_settings, env_settings, dotenv_settings, file_secret_settings
-
-    @model_validator(mode="before")
-    @classmethod
-    def _secrets_dir_exists(cls, data: object) -> object:
-        """A configured secrets directory that is missing is an error, not "no secrets".
-
-        pydantic-settings only warns and goes on with the defaults: a consumer whose mounted
-        Secret is missing would then write into the default SQLite file, or Redis on localhost.
-        """
-        secrets_dir = cls.model_config.get("secrets_dir")
-        if isinstance(secrets_dir, str | os.PathLike) and not os.path.isdir(secrets_dir):
-            raise ValueError(
-                f"STREAMSCALE_SECRETS_DIR {os.fspath(secrets_dir)!r} is not a directory: mount the "
-                "secrets there, or unset STREAMSCALE_SECRETS_DIR to take the settings from the "
-                "environment only"
-            )
-        return data
-
-    @field_validator("redis_url", "database_url")
+    @field_validator("database_url")
     @classmethod
     def _parsable(cls, value: SecretStr) -> SecretStr:
-        """Refuse a URL whose port is not a number, without quoting any part of it.
-
-        An unescaped `/`, `?` or `#` in a password ends the host part early, so the clients
-        would report the start of the password as a bad port (`invalid literal for int():
-        'se'`) in a traceback; base64 passwords often contain `/`.
-        """
-        try:
-            urlsplit(value.get_secret_value()).port  # noqa: B018 - parsing is the check
-        except ValueError:
-            raise ValueError(
-                "not a valid URL: the text after the host is not a port number; percent-encode"
-                " '/', '?', '#', '@' and ':' in the user name and password (e.g. '/' as '%2F')"
-            ) from None
+        check_url(value.get_secret_value(), "the database URL")
         return value
 
     @model_validator(mode="after")

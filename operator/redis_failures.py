@@ -1,34 +1,22 @@
 """Why a poll's Redis call failed: Redis unreachable, or Redis answered and refused.
 
 The two need different fixes (the network or the server, versus credentials and ACLs), so they
-get distinct condition reasons. A local classification until the shared one in
-`streamscale.core.errors` exists; then this module should point at it.
+get distinct condition reasons; which errors are which is decided once, in
+`streamscale.core.errors`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from redis.exceptions import (
-    AuthenticationError,
-    AuthorizationError,
-    BusyLoadingError,
-    NoPermissionError,
-    RedisError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
+from streamscale.core.errors import REDIS_DENIED, is_redis_retryable
 from streamscale.operator.observing import GroupMissing
 
 UNREACHABLE = "RedisUnavailable"
 REFUSED = "RedisRefused"
 GROUP_MISSING = "GroupMissing"
-
-NOT_ANSWERED = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError, TimeoutError)
-"""Redis did not answer (or is still loading its data): retrying is all there is to do."""
-DENIED = (AuthenticationError, AuthorizationError, NoPermissionError)
-"""Subclasses of the above in redis-py, yet answers: wrong password, or an ACL that forbids."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +32,12 @@ def classify(exc: BaseException) -> RedisFailure:
     if isinstance(exc, GroupMissing):
         return RedisFailure(GROUP_MISSING, f"{exc}; replicas left unchanged")
     detail = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, NOT_ANSWERED) and not isinstance(exc, DENIED):
+    if is_redis_retryable(exc):
         return RedisFailure(
             UNREACHABLE,
             f"Redis unreachable ({detail}); replicas left unchanged, retrying with backoff",
         )
-    if isinstance(exc, DENIED):
+    if isinstance(exc, REDIS_DENIED):
         advice = (
             "check the operator's Redis user and password and its ACL (docs/security.md lists"
             " the commands the operator needs)"

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Sequence
 
 import kopf
 
 from streamscale.core import logs
 from streamscale.core.serving import HealthServer
+from streamscale.core.tasks import stop_on_signals
 from streamscale.operator.handlers import Login, default_login, register
 from streamscale.operator.reconciling import PeeringMissing, Runtime
 from streamscale.operator.settings import OperatorSettings
@@ -108,8 +107,5 @@ def run(namespaces: list[str], all_namespaces: bool) -> None:
 
 async def _main(namespaces: list[str], all_namespaces: bool, settings: OperatorSettings) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    await operate(namespaces, all_namespaces, settings=settings, stop_flag=stop)
+    with stop_on_signals(stop):
+        await operate(namespaces, all_namespaces, settings=settings, stop_flag=stop)

@@ -1,31 +1,19 @@
 """The operator's settings: one typed object built from `STREAMSCALE_*` environment variables."""
 
-import os
-
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamscale.core.settings import StreamscaleSettings
 from streamscale.operator import constants
 
 
-class OperatorSettings(BaseSettings):
+class OperatorSettings(StreamscaleSettings):
     """Everything `streamscale operate` needs besides the Kubernetes credentials."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="STREAMSCALE_",
-        extra="ignore",
-        secrets_dir=os.environ.get("STREAMSCALE_SECRETS_DIR"),
-    )
 
     redis_url: SecretStr | None = Field(
         None,
         description="Redis URL for StreamConsumers without `spec.redis`; unset: those are "
         "refused with 'no Redis configured' (never a guessed localhost).",
     )
-    http_port: int = Field(8080, ge=0, le=65535, description="/metrics and /healthz.")
-    http_host: str = Field("0.0.0.0", description="Address the HTTP port binds to.")  # noqa: S104
-    log_format: str = Field("console", pattern="^(json|console)$", description="json | console.")
-    log_level: str = Field("INFO", description="Python logging level.")
     peering_name: str = Field(
         constants.PEERING_NAME,
         description="kopf peering object: one operator instance acts at a time.",

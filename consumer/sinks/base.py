@@ -6,17 +6,10 @@ import dataclasses
 from typing import Protocol
 
 from streamscale.consumer.messages import Message
-from streamscale.consumer.sinks.models import ConfigError
+from streamscale.core.errors import ConfigError, TransientError
 from streamscale.core.streams import StreamId
 
 __all__ = ["ConfigError", "Sink", "SinkResult", "TransientError"]
-
-
-class TransientError(Exception):
-    """The sink cannot take anything right now (database down, ...): retry the batch later.
-
-    Never dead-letters: the batch is retried with backoff and nothing is acked meanwhile.
-    """
 
 
 @dataclasses.dataclass

@@ -6,8 +6,9 @@ import redis.asyncio as aioredis
 
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import Sink
-from streamscale.consumer.sinks.models import ConfigError, load_model
+from streamscale.consumer.sinks.models import load_model
 from streamscale.consumer.sinks.sql import PostgresSink, SqliteSink, is_postgres
+from streamscale.core.errors import ConfigError
 
 
 def build_sink(settings: ConsumerSettings, redis: aioredis.Redis) -> Sink:

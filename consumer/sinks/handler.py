@@ -44,7 +44,6 @@ import asyncio
 import collections.abc
 import dataclasses
 import decimal
-import importlib
 import inspect
 import logging
 import time
@@ -56,14 +55,13 @@ from typing import Any, TypeVar
 import orjson
 import pydantic
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamscale.consumer.messages import Message
 from streamscale.consumer.settings import ConsumerSettings
-from streamscale.consumer.sinks.base import SinkResult, TransientError
-from streamscale.consumer.sinks.models import ConfigError
+from streamscale.consumer.sinks.base import SinkResult
 from streamscale.core.constants import DATA_FIELD, REPLY_TO_FIELD
+from streamscale.core.errors import REDIS_RETRYABLE, ConfigError, TransientError
+from streamscale.core.imports import import_object
 from streamscale.core.streams import StreamId
 
 logger = logging.getLogger(__name__)
@@ -94,32 +92,12 @@ def batch(func: F) -> F:
 
 def load(path: str) -> Callable[..., Any]:
     """Import `module:attribute` (dots allowed after the colon); raise HandlerError if unusable."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise HandlerError(
-            f"handler {path!r} is not an import path: write it as `module:function`,"
-            " e.g. `examples.ai_service:handle`"
-        )
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
+        target = import_object(path, "handler")
+    except ConfigError as exc:
         raise HandlerError(
-            f"cannot import module {module_name!r} of handler {path!r}: {exc}."
-            " Check the spelling, and that the module is on PYTHONPATH"
-            " (run from the directory that contains it, or install it)"
+            f"{exc}; write it as `module:function`, e.g. `examples.ai_service:handle`"
         ) from exc
-    except Exception as exc:  # the user's module failing at import time (SyntaxError, ...)
-        raise HandlerError(
-            f"importing {module_name!r} (handler {path!r}) failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise HandlerError(
-                f"module {module_name!r} has no attribute {attr!r} (handler {path!r})"
-            ) from None
     if not callable(target):
         raise HandlerError(f"handler {path!r} is a {type(target).__name__}, not a callable")
     return typing.cast(Callable[..., Any], target)
@@ -381,7 +359,7 @@ class HandlerSink:
                         approximate=True,
                     )
                 answers = await pipe.execute(raise_on_error=False)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except REDIS_RETRYABLE as exc:
             raise TransientError(f"cannot write replies to Redis: {exc}") from exc
         for reply, answer in zip(replies, answers, strict=True):
             if isinstance(answer, Exception):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,10 +11,8 @@ from sqlmodel import Field, SQLModel
 
 from streamscale.consumer.constants import STREAM_ID_COLUMN
 from streamscale.core.constants import EVENTS_TABLE
-
-
-class ConfigError(Exception):
-    """A setting the process cannot start with; the message says what to change."""
+from streamscale.core.errors import ConfigError
+from streamscale.core.imports import import_object
 
 
 class StreamEvent(SQLModel, table=True):
@@ -37,27 +34,6 @@ class StreamEvent(SQLModel, table=True):
             sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
     )
-
-
-def import_object(path: str, what: str) -> Any:
-    """Import `module:attribute`, with an error that says what to fix."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"{what} {path!r} is not of the form 'package.module:Name'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"{what} {path!r}: cannot import module {module_name!r} ({exc}); "
-            "check the name and that it is installed or on PYTHONPATH"
-        ) from exc
-    try:
-        obj = module
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except AttributeError as exc:
-        raise ConfigError(f"{what} {path!r}: module {module_name!r} has no {attr!r}") from exc
-    return obj
 
 
 def load_model(path: str | None) -> type[SQLModel]:

@@ -25,16 +25,16 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlmodel import SQLModel
 
 from streamscale.consumer.messages import Message
-from streamscale.consumer.sinks.base import SinkResult, TransientError
+from streamscale.consumer.sinks.base import SinkResult
 from streamscale.consumer.sinks.models import (
     OWNERS_TABLE,
-    ConfigError,
     check_owner,
     conflict_columns,
     owners,
     shares_identity,
 )
 from streamscale.consumer.sinks.rows import Row, RowBuilder
+from streamscale.core.errors import ConfigError, TransientError
 from streamscale.core.streams import StreamId
 
 logger = logging.getLogger(__name__)

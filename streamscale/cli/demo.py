@@ -29,13 +29,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from streamscale.cli import producing
-from streamscale.cli import snapshots as st
+from streamscale.cli import producing, snapshots
+from streamscale.cli.common import safe_url
 from streamscale.cli.local import LocalConsumers, LocalError, RedisProcess
-from streamscale.core import lag
-from streamscale.core import streams as s
+from streamscale.core import lag, streams
 from streamscale.core.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE, X_ORIGINAL_ID
 from streamscale.core.deadletter import Scripts
+from streamscale.core.errors import ConfigError
 from streamscale.operator import forecasting, scaling
 
 STREAM = "orders"
@@ -91,7 +91,7 @@ class DemoState:
     removed_consumers: int = 0
     killed: list[str] = dataclasses.field(default_factory=list)
     crashes: int = 0
-    snapshot: st.Snapshot | None = None
+    snapshot: snapshots.Snapshot | None = None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -125,25 +125,25 @@ async def all_ids(redis: aioredis.Redis, stream: str, field: bytes | None = None
         page = await redis.xrange(stream, min=start, max="+", count=10_000) or []
         for entry_id, fields in page:
             value = entry_id if field is None else (fields or {}).get(field)
-            found.add(s.as_str(value))
+            found.add(streams.as_str(value))
         if len(page) < 10_000:
             return found
-        start = "(" + s.as_str(page[-1][0])
+        start = "(" + streams.as_str(page[-1][0])
 
 
 async def waiting_ids(redis: aioredis.Redis) -> set[str]:
     """IDs the group has not finished: never delivered, or delivered and still pending."""
-    info = await s.group_info(redis, STREAM, GROUP)
+    info = await streams.group_info(redis, STREAM, GROUP)
     if info is None:
         return set()
     unread = await redis.xrange(STREAM, min="(" + info.last_delivered_id, max="+") or []
-    pending = await s.pending_entries(redis, STREAM, GROUP, count=max(1, info.pending))
-    return {s.as_str(entry_id) for entry_id, _ in unread} | {p.id for p in pending}
+    pending = await streams.pending_entries(redis, STREAM, GROUP, count=max(1, info.pending))
+    return {streams.as_str(entry_id) for entry_id, _ in unread} | {p.id for p in pending}
 
 
-async def backlog_of(redis: aioredis.Redis) -> tuple[int, s.GroupInfo | None]:
+async def backlog_of(redis: aioredis.Redis) -> tuple[int, streams.GroupInfo | None]:
     """lag + pending of the demo's group (lag estimated when Redis reports NULL)."""
-    info = await s.group_info(redis, STREAM, GROUP)
+    info = await streams.group_info(redis, STREAM, GROUP)
     if info is None:
         return 0, None
     group_lag = await lag.group_lag(redis, STREAM, info)
@@ -151,7 +151,7 @@ async def backlog_of(redis: aioredis.Redis) -> tuple[int, s.GroupInfo | None]:
 
 
 async def counters(
-    redis: aioredis.Redis, info: s.GroupInfo | None, backlog: int, actuator: LocalConsumers
+    redis: aioredis.Redis, info: streams.GroupInfo | None, backlog: int, actuator: LocalConsumers
 ) -> forecasting.Counters:
     """What the operator's rate estimator reads at a poll, for drainTime mode."""
     stream_info = await redis.xinfo_stream(STREAM)
@@ -281,12 +281,12 @@ class Demo:
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), MOVER_SECONDS)
-            if await s.group_info(redis, STREAM, GROUP) is None:
+            if await streams.group_info(redis, STREAM, GROUP) is None:
                 continue
             # The design's rule: a vanished consumer's entries are claimed by the live ones
             # (the retry path) and dead-lettered only on maxDeliveries or idleSeconds; the
             # consumer itself is deleted once its pending list is empty.
-            consumers = await s.consumer_infos(redis, STREAM, GROUP)
+            consumers = await streams.consumer_infos(redis, STREAM, GROUP)
             gone = reclaiming.gone_consumers(consumers, actuator.alive_names())
             result = await reclaiming.move_stranded(
                 scripts, STREAM, GROUP, STREAM + DEAD_LETTER_SUFFIX,
@@ -311,7 +311,7 @@ class Demo:
 
     async def watch(self, redis: aioredis.Redis) -> None:
         while not self.stop.is_set():
-            self.state.snapshot = await st.collect(redis, [STREAM], self.state.snapshot)
+            self.state.snapshot = await snapshots.collect(redis, [STREAM], self.state.snapshot)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 0.5)
 
@@ -328,12 +328,12 @@ class Demo:
         )
         parts: list[Any] = [facts]
         if state.snapshot is not None:
-            parts.append(st.table(state.snapshot, title=None))
+            parts.append(snapshots.table(state.snapshot, title=None))
         parts.extend(f"[dim]{line}[/dim]" for line in state.scale_events[-5:])
         return Group(*parts)
 
     async def run(self, redis_url: str, database_url: str, log_dir: Path) -> dict[str, Any]:
-        redis = s.connect(redis_url)
+        redis = streams.connect(redis_url)
         env = {
             "STREAMSCALE_REDIS_URL": redis_url,
             "STREAMSCALE_DATABASE_URL": database_url,
@@ -350,7 +350,7 @@ class Demo:
         actuator = LocalConsumers(env, log_dir)
         tasks: list[asyncio.Task[Any]] = []
         try:
-            await s.ensure_group(redis, STREAM, GROUP, "0")
+            await streams.ensure_group(redis, STREAM, GROUP, "0")
             tasks = [
                 asyncio.create_task(self.produce(redis), name="producer"),
                 asyncio.create_task(self.scale(redis, actuator), name="scaler"),
@@ -394,6 +394,9 @@ class Demo:
         finally:
             await redis.aclose()
         stored = await stored_ids(database_url, STREAM)
+        if stored is not None:
+            # A --database-url may hold rows of earlier runs; only this run's entries count.
+            stored &= produced_ids
         # Not lost: stored, dead-lettered, or still waiting (a --duration run stops early).
         lost = None if stored is None else len(produced_ids - stored - dead_ids - waiting)
         both = None if stored is None else len(stored & dead_ids)
@@ -415,7 +418,7 @@ class Demo:
             "duration_seconds": round(self.state.elapsed(), 2),
             "drained": self.drained,
             "interrupted": self.interrupted,
-            "database_url": database_url,
+            "database_url": safe_url(database_url),
         }
 
 
@@ -450,14 +453,38 @@ def render_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(f"  scale {line}")
 
 
+async def check_database(database_url: str) -> None:
+    """Connect once before anything starts: consumers would otherwise retry a database that can
+    never work (wrong scheme, host, password) until the run times out."""
+    if database_url.startswith("sqlite"):
+        return
+    if not database_url.startswith(("postgresql://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            f"--database-url {safe_url(database_url)}: the demo stores into PostgreSQL"
+            " (postgresql://user:password@host:5432/db) or SQLite (sqlite:///path)"
+        )
+    import asyncpg  # noqa: PLC0415 - only for a PostgreSQL demo
+
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError, ValueError) as exc:
+        raise ConfigError(
+            f"--database-url {safe_url(database_url)} cannot be used: {type(exc).__name__}:"
+            f" {exc}. Nothing was started; check the host, port, database and password"
+        ) from None
+    await conn.close()
+
+
 async def _main(options: DemoOptions, workdir: Path, console: Console) -> dict[str, Any]:
     redis_server = RedisProcess(workdir)
     redis_server.start()
     try:
         database_url = options.database_url or f"sqlite:///{workdir / 'demo.db'}"
+        await check_database(database_url)
         if not options.live and not options.as_json:
             console.print(
-                f"redis {redis_server.url}, database {database_url}, logs in {workdir}",
+                f"redis {redis_server.url}, database {safe_url(database_url)}, logs in {workdir}",
                 highlight=False,
                 soft_wrap=True,
             )

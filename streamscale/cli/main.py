@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
+import re
 import signal
 import sys
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -22,28 +23,28 @@ import click
 import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import AuthenticationError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from rich.console import Console
 from rich.table import Table
 
+from streamscale.cli.common import safe_url
+from streamscale.consumer.settings import ConsumerSettings
 from streamscale.core.constants import REASONS
+from streamscale.core.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    REDIS_RETRYABLE,
+    ConfigError,
+    StreamscaleError,
+)
+from streamscale.core.imports import import_object
+from streamscale.core.settings import DEFAULT_REDIS_URL, ClientSettings, StreamscaleSettings
 from streamscale.core.streams import connect
+from streamscale.core.tasks import stop_on_signals
 
 T = TypeVar("T")
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EXIT_FAILED = 1
-
-
-def safe_url(url: str) -> str:
-    """`url` with any password replaced by `***`, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def fail(message: str) -> NoReturn:
@@ -56,11 +57,18 @@ def open_redis(url: str) -> aioredis.Redis:
     try:
         return connect(url)
     except ValueError as exc:
-        fail(f"invalid Redis URL {safe_url(url)!r}: {exc}. Use redis://host:6379/0")
+        raise ConfigError(
+            f"invalid Redis URL {safe_url(url)!r}: {exc}. Use redis://host:6379/0"
+        ) from None
 
 
-def run_async(url: str, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    """Run `work(redis)` on a fresh client, translating Redis failures into user errors."""
+def run_async(url: str | None, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """Run `work(redis)` on a fresh client, translating Redis failures into user errors.
+
+    `url` is `--redis-url`; without it the URL comes from the settings sources the consumer
+    reads too (STREAMSCALE_REDIS_URL, then $STREAMSCALE_SECRETS_DIR/streamscale_redis_url).
+    """
+    url = redis_url_setting(url)
 
     async def main() -> T:
         redis = open_redis(url)
@@ -74,26 +82,72 @@ def run_async(url: str, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except AuthenticationError as exc:
         fail(f"Redis at {safe_url(url)} refused the credentials: {exc}. Check the URL's password")
-    except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
+    except REDIS_RETRYABLE as exc:
         fail(
             f"cannot reach Redis at {safe_url(url)}: {str(exc).rstrip('.')}."
             " Is redis-server running there?"
             " Pass --redis-url or set STREAMSCALE_REDIS_URL"
         )
     except ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE"):
-            fail(f"a key named here is not a stream: {exc}")
-        raise
+        # Pipelines wrap the answer ("Command # 1 (XADD ...) of pipeline caused error: ...").
+        text = str(exc)
+        if "WRONGTYPE" in text:
+            fail(
+                f"a key named here is not a stream: {text}. Nothing was changed;"
+                " name a stream with --stream (or --dead-letter-stream)"
+            )
+        if "DB index is out of range" in text:
+            raise ConfigError(
+                f"the Redis URL {safe_url(url)} names a database this server does not have:"
+                f" {text}. Use a smaller /<db> in the URL (0 is always there)"
+            ) from None
+        fail(f"Redis at {safe_url(url)} refused the command: {text}")
+    except RedisError as exc:
+        fail(
+            f"the server at {safe_url(url)} did not answer like Redis ({type(exc).__name__}:"
+            f" {exc}). Check the host and port of the Redis URL"
+        )
+
+
+def redis_url_setting(url: str | None) -> str:
+    """The checked Redis URL: `url` if given, else the one the settings sources hold."""
+    try:
+        settings = ClientSettings() if url is None else ClientSettings(redis_url=url)
+    except ValidationError as exc:
+        raise ConfigError(settings_error(exc, "Redis settings")) from None
+    return settings.redis_url.get_secret_value()
 
 
 def redis_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--redis-url",
-        envvar="STREAMSCALE_REDIS_URL",
-        default=DEFAULT_REDIS_URL,
-        show_default=True,
-        help="Redis URL (env STREAMSCALE_REDIS_URL).",
+        default=None,
+        help=f"Redis URL. Default: env STREAMSCALE_REDIS_URL, else the file streamscale_redis_url"
+        f" in $STREAMSCALE_SECRETS_DIR, else {DEFAULT_REDIS_URL}.",
     )(func)
+
+
+def non_empty(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse an empty key name: Redis accepts it, and it is never the stream anyone meant."""
+    values = value if isinstance(value, tuple) else (value,)
+    if any(v == "" for v in values):
+        raise click.BadParameter("must not be empty: name the stream", param=param)
+    return value
+
+
+ENTRY_ID = re.compile(r"\d+(-\d+)?")
+
+
+def entry_ids(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Check entry IDs before Redis sees them, so a typo is a usage error naming the argument."""
+    for entry_id in value if isinstance(value, tuple) else (value,):
+        if not ENTRY_ID.fullmatch(entry_id):
+            raise click.BadParameter(
+                f"{entry_id!r} is not a stream entry ID: write it as <milliseconds>-<sequence>,"
+                " e.g. 1700000000000-0, as `dlq list` shows them",
+                param=param,
+            )
+    return value
 
 
 def stream_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -103,6 +157,7 @@ def stream_option(func: Callable[..., Any]) -> Callable[..., Any]:
         default="events",
         show_default=True,
         help="The stream (env STREAMSCALE_STREAM).",
+        callback=non_empty,
     )(func)
 
 
@@ -126,65 +181,37 @@ def cli() -> None:
 # consume ------------------------------------------------------------------------------------
 
 
-CONSUME_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--redis-url", "redis_url", str, "Redis URL."),
-    ("--database-url", "database_url", str, "postgresql://... or sqlite:///path.db."),
-    ("--stream", "stream", str, "The stream to read."),
-    ("--group", "group", str, "The consumer group."),
-    ("--consumer", "consumer", str, "This process's consumer name (default $POD_NAME, host)."),
-    ("--model", "model", str, "SQLModel table class, module:Class."),
-    ("--handler", "handler", str, "Handler mode: a Python callable, module:function."),
-    ("--batch-size", "batch_size", int, "XREADGROUP COUNT."),
-    ("--block-ms", "block_ms", int, "XREADGROUP BLOCK."),
-    ("--concurrency", "concurrency", int, "Reader coroutines in this process."),
-    ("--claim-idle-ms", "claim_idle_ms", int, "Claim others' entries idle this long."),
-    ("--max-deliveries", "max_deliveries", int, "Dead-letter after this many deliveries."),
-    ("--dead-letter-stream", "dead_letter_stream", str, "Default <stream>:dlq."),
-    ("--max-inflight", "max_inflight", int, "Handler mode: concurrent handler calls."),
-    ("--rate-limit", "rate_limit", float, "Handler mode: handler calls per second."),
-    ("--http-port", "http_port", int, "/metrics, /healthz, /readyz port (0: any free one)."),
-    ("--log-format", "log_format", click.Choice(["json", "console"]), "Log lines as json|console."),
-    ("--log-level", "log_level", str, "Python logging level."),
-]
-
-
 def _consume_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for flag, dest, kind, text in reversed(CONSUME_OPTIONS):
-        env = "STREAMSCALE_" + dest.upper()
-        func = click.option(flag, dest, type=kind, default=None, help=f"{text} [env {env}]")(func)
+    """One option per consumer setting, from the settings class itself (names, help texts).
+
+    Values stay strings here: the settings class converts and checks them, so a flag and its
+    environment variable are refused with the same message.
+    """
+    fields = ConsumerSettings.model_fields
+    shared = StreamscaleSettings.model_fields
+    # The consumer's own settings first, then the HTTP and log ones every process has.
+    ordered = [name for name in fields if name not in shared] + list(shared)
+    for name in reversed(ordered):
+        field = fields[name]
+        env = "STREAMSCALE_" + name.upper()
+        flag = "--" + name.replace("_", "-")
+        func = click.option(flag, name, default=None, help=f"{field.description} [env {env}]")(func)
     return func
 
 
-def check_import(path: str, what: str, env: str) -> None:
+def check_import(path: str, env: str) -> None:
     """Import `module:attr` now, so a typo is reported before anything starts."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        fail(f"{env}={path!r} is not an import path: write it as module:{what}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        fail(
-            f"cannot import {module_name!r} ({env}={path}): {exc}. Check the spelling, and that"
-            " the module is importable from here (run from the directory that contains it,"
-            " or set PYTHONPATH)"
-        )
-    except Exception as exc:
-        fail(f"importing {module_name!r} ({env}={path}) failed: {type(exc).__name__}: {exc}")
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            fail(f"module {module_name!r} has no attribute {attr!r} ({env}={path})")
-        target = getattr(target, part)
+    import_object(path, env)
 
 
-def settings_error(exc: ValidationError) -> str:
+def settings_error(exc: ValidationError, what: str = "consumer settings") -> str:
     """A pydantic validation error as `STREAMSCALE_X (--x): problem` lines."""
     lines = []
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"]) or "settings"
         flag = "--" + field.replace("_", "-")
         lines.append(f"  STREAMSCALE_{field.upper()} / {flag}: {error['msg']}")
-    return "invalid consumer settings:\n" + "\n".join(lines)
+    return f"invalid {what}:\n" + "\n".join(lines)
 
 
 @cli.command()
@@ -195,8 +222,6 @@ def consume(**options: Any) -> None:
     Reads the stream through the group in batches, writes each batch to the SQL table (or calls
     the handler), acks only what succeeded, and dead-letters what never can.
     """
-    from streamscale.consumer.settings import ConsumerSettings  # noqa: PLC0415
-
     # Like `python -m` and uvicorn: the user's module:attr paths resolve from where they run it.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -204,15 +229,13 @@ def consume(**options: Any) -> None:
     try:
         settings = ConsumerSettings(**overrides)
     except ValidationError as exc:
-        fail(settings_error(exc))
+        raise ConfigError(settings_error(exc)) from None
     if settings.handler:
-        check_import(settings.handler, "function", "STREAMSCALE_HANDLER")
+        check_import(settings.handler, "STREAMSCALE_HANDLER")
     if settings.model:
-        check_import(settings.model, "Class", "STREAMSCALE_MODEL")
-    try:
-        from streamscale.consumer import app  # noqa: PLC0415 -- keeps other commands light
-    except ImportError as exc:
-        fail(f"the consumer runner is not available in this installation: {exc}")
+        check_import(settings.model, "STREAMSCALE_MODEL")
+    from streamscale.consumer import app  # noqa: PLC0415 -- keeps other commands light
+
     sys.exit(app.run(settings))
 
 
@@ -228,11 +251,37 @@ def operate(namespaces: tuple[str, ...], all_namespaces: bool) -> None:
         raise click.UsageError("name the scope: --namespace NS (repeatable) or --all-namespaces")
     if namespaces and all_namespaces:
         raise click.UsageError("--namespace and --all-namespaces exclude each other")
+    # Imported here, not at the top: the other commands start faster without kopf.
+    running = importlib.import_module("streamscale.operator.running")
+    check_kubernetes_login()
     try:
-        running = importlib.import_module("streamscale.operator.running")
-    except ImportError as exc:
-        fail(f"the operator is not available in this installation ({exc})")
-    running.run(list(namespaces), all_namespaces)
+        running.run(list(namespaces), all_namespaces)
+    except ValidationError as exc:
+        raise ConfigError(settings_error(exc, "operator settings")) from None
+
+
+def check_kubernetes_login() -> None:
+    """Find the operator's Kubernetes credentials now, as kopf would, or stop with what to do.
+
+    Without any, kopf keeps retrying its login in the background and the operator waits
+    forever with nothing but a log line.
+    """
+    import kopf  # noqa: PLC0415 - see `operate`
+
+    handlers = importlib.import_module("streamscale.operator.handlers")
+    try:
+        found = handlers.default_login(settings=kopf.OperatorSettings(), logger=logging.getLogger())
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot read the Kubernetes credentials: {type(exc).__name__}: {exc}. Fix the"
+            " kubeconfig that KUBECONFIG (or ~/.kube/config) names, or run inside the cluster"
+        ) from None
+    if found is None:
+        raise ConfigError(
+            "no Kubernetes credentials: neither an in-cluster service account nor a kubeconfig"
+            " (KUBECONFIG, ~/.kube/config) was found. Run it inside the cluster, or point"
+            " KUBECONFIG at a kubeconfig for the cluster to operate"
+        )
 
 
 # produce ------------------------------------------------------------------------------------
@@ -265,7 +314,7 @@ def operate(namespaces: tuple[str, ...], all_namespaces: bool) -> None:
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 def produce(
     *,
-    redis_url: str,
+    redis_url: str | None,
     stream: str,
     count: int,
     mode: str,
@@ -314,26 +363,22 @@ def produce(
     stop = asyncio.Event()
 
     async def work(redis: aioredis.Redis) -> producing.Summary:
-        # Ctrl-C ends the run after the current round trip and still prints the summary.
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        try:
-            with bar:
-                task = bar.add_task(f"{mode} -> {stream}", total=count)
-                return await producing.produce(
-                    redis,
-                    stream,
-                    count,
-                    generator,
-                    bulk=mode == "bulk",
-                    pipeline_size=pipeline_size,
-                    rate=rate,
-                    maxlen=maxlen,
-                    progress=lambda n: bar.advance(task, n),
-                    stop=stop,
-                )
-        finally:
-            loop.remove_signal_handler(signal.SIGINT)
+        # Ctrl-C or SIGTERM ends the run after the current round trip and still prints the
+        # summary; so does losing Redis.
+        with stop_on_signals(stop), bar:
+            task = bar.add_task(f"{mode} -> {stream}", total=count)
+            return await producing.produce(
+                redis,
+                stream,
+                count,
+                generator,
+                bulk=mode == "bulk",
+                pipeline_size=pipeline_size,
+                rate=rate,
+                maxlen=maxlen,
+                progress=lambda n: bar.advance(task, n),
+                stop=stop,
+            )
 
     summary = run_async(redis_url, work)
     if stop.is_set():
@@ -341,11 +386,17 @@ def produce(
     if as_json:
         echo_json(summary.as_dict())
     else:
+        length = "unknown" if summary.length is None else summary.length
         click.echo(
             f"produced {summary.produced} entries ({summary.poison} poison) to {stream!r}"
             f" in {summary.seconds:.2f}s ({summary.rate:,.0f}/s, {mode} mode);"
-            f" stream length {summary.length}; IDs {summary.first_id} .. {summary.last_id}"
+            f" stream length {length}; IDs {summary.first_id} .. {summary.last_id}"
         )
+    if summary.error is not None:
+        fail(f"{summary.error}. Entries after the last ID above were not added; run again for"
+             " the rest once Redis is back")  # fmt: skip
+    if stop.is_set():
+        sys.exit(EXIT_INTERRUPTED)
 
 
 # status -------------------------------------------------------------------------------------
@@ -353,7 +404,7 @@ def produce(
 
 @cli.command()
 @redis_option
-@click.option("--stream", "streams", multiple=True,
+@click.option("--stream", "streams", multiple=True, callback=non_empty,
               help="A stream to show (repeatable; default: all, up to 50).")  # fmt: skip
 @click.option("--once", is_flag=True, help="Print one snapshot and exit (no live view).")
 @click.option("--json", "as_json", is_flag=True, help="With --once: the snapshot as JSON.")
@@ -361,26 +412,26 @@ def produce(
               help="Seconds between refreshes (with --once: between the two samples that"
               " measure throughput; 0 skips it).")  # fmt: skip
 def status(
-    redis_url: str, streams: tuple[str, ...], once: bool, as_json: bool, interval: float
+    redis_url: str | None, streams: tuple[str, ...], once: bool, as_json: bool, interval: float
 ) -> None:
     """Streams, groups, lag, pending, consumers and dead letters: a live table (Ctrl-C ends)."""
     from rich.live import Live  # noqa: PLC0415
 
-    from streamscale.cli import snapshots as st  # noqa: PLC0415
+    from streamscale.cli import snapshots  # noqa: PLC0415
 
     if as_json and not once:
         once = True
 
     async def names(redis: aioredis.Redis) -> list[str]:
-        return list(streams) or await st.discover(redis)
+        return list(streams) or await snapshots.discover(redis)
 
-    async def snapshot_once(redis: aioredis.Redis) -> st.Snapshot:
+    async def snapshot_once(redis: aioredis.Redis) -> snapshots.Snapshot:
         chosen = await names(redis)
-        first = await st.collect(redis, chosen)
+        first = await snapshots.collect(redis, chosen)
         if interval <= 0:
             return first
         await asyncio.sleep(interval)
-        return await st.collect(redis, chosen, first)
+        return await snapshots.collect(redis, chosen, first)
 
     if once:
         snap = run_async(redis_url, snapshot_once)
@@ -389,7 +440,7 @@ def status(
         elif not snap.streams:
             click.echo("no streams found (name one with --stream)")
         else:
-            stdout_console().print(st.table(snap))
+            stdout_console().print(snapshots.table(snap))
         return
 
     async def live(redis: aioredis.Redis) -> None:
@@ -398,12 +449,12 @@ def status(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        previous: st.Snapshot | None = None
+        previous: snapshots.Snapshot | None = None
         with Live(console=Console(), auto_refresh=False) as view:
             while not stop.is_set():
                 chosen = await names(redis)
-                previous = await st.collect(redis, chosen, previous)
-                view.update(st.table(previous), refresh=True)
+                previous = await snapshots.collect(redis, chosen, previous)
+                view.update(snapshots.table(previous), refresh=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(interval, 0.1))
 
@@ -423,6 +474,7 @@ def dlq_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "--dead-letter-stream",
         envvar="STREAMSCALE_DEAD_LETTER_STREAM",
         default=None,
+        callback=non_empty,
         help="The dead-letter stream (default <stream>:dlq).",
     )(func)
     return redis_option(stream_option(func))
@@ -439,9 +491,9 @@ def reason_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _dlq_name(stream: str, dead_letter_stream: str | None) -> str:
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
-    return d.dead_letter_name(stream, dead_letter_stream)
+    return replaying.dead_letter_name(stream, dead_letter_stream)
 
 
 def _short(text: str, width: int) -> str:
@@ -455,7 +507,7 @@ def _short(text: str, width: int) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(
     *,
-    redis_url: str,
+    redis_url: str | None,
     stream: str,
     dead_letter_stream: str | None,
     reasons: tuple[str, ...],
@@ -463,12 +515,12 @@ def dlq_list(
     as_json: bool,
 ) -> None:
     """The oldest dead-letter entries: why, from where, and the start of their data."""
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def work(redis: aioredis.Redis) -> tuple[list[d.DeadEntry], int]:
-        return await d.entries(redis, name, reasons=reasons, limit=count), int(
+    async def work(redis: aioredis.Redis) -> tuple[list[replaying.DeadEntry], int]:
+        return await replaying.entries(redis, name, reasons=reasons, limit=count), int(
             await redis.xlen(name)
         )
 
@@ -497,16 +549,16 @@ def dlq_list(
 
 @dlq.command("show")
 @dlq_options
-@click.argument("entry_id")
+@click.argument("entry_id", callback=entry_ids)
 @click.option("--json", "as_json", is_flag=True)
 def dlq_show(
-    redis_url: str, stream: str, dead_letter_stream: str | None, entry_id: str, as_json: bool
+    redis_url: str | None, stream: str, dead_letter_stream: str | None, entry_id: str, as_json: bool
 ) -> None:
     """Every field of one dead-letter entry."""
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
     name = _dlq_name(stream, dead_letter_stream)
-    entry = run_async(redis_url, lambda redis: d.get(redis, name, entry_id))
+    entry = run_async(redis_url, lambda redis: replaying.get(redis, name, entry_id))
     if entry is None:
         fail(f"no entry {entry_id} in {name} (replayed or purged already? see `dlq list`)")
     if as_json:
@@ -519,7 +571,7 @@ def dlq_show(
 
 @dlq.command("replay")
 @dlq_options
-@click.argument("entry_ids", nargs=-1)
+@click.argument("entry_ids", nargs=-1, callback=entry_ids)
 @click.option("--all", "replay_all", is_flag=True, help="Every entry (with --reason: matching).")
 @reason_option
 @click.option("--count", "-c", type=click.IntRange(min=1), default=None,
@@ -528,7 +580,7 @@ def dlq_show(
 @click.option("--json", "as_json", is_flag=True)
 def dlq_replay(
     *,
-    redis_url: str,
+    redis_url: str | None,
     stream: str,
     dead_letter_stream: str | None,
     entry_ids: tuple[str, ...],
@@ -544,7 +596,7 @@ def dlq_replay(
     `x-replayed-from` = the dead-letter entry ID; the dead-letter entry is removed in the same
     step. Exits 1 when a named entry could not be replayed (already replayed, not found).
     """
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
     if bool(entry_ids) == replay_all:
         raise click.UsageError("name dead-letter entry IDs, or pass --all (not both)")
@@ -552,33 +604,34 @@ def dlq_replay(
         raise click.UsageError("--reason filters --all; named IDs are replayed as named")
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def work(redis: aioredis.Redis) -> list[d.Replayed]:
+    async def work(redis: aioredis.Redis) -> list[replaying.Replayed]:
         ids = list(entry_ids)
         if replay_all:
-            ids = [e.id for e in await d.entries(redis, name, reasons=reasons, limit=count)]
-        return await d.replay(redis, name, ids, to=target)
+            ids = [e.id for e in await replaying.entries(redis, name, reasons=reasons, limit=count)]
+        return await replaying.replay(redis, name, ids, to=target)
 
     outcomes = run_async(redis_url, work)
     if as_json:
         echo_json([o.__dict__ for o in outcomes])
     else:
         for o in outcomes:
-            if o.status == d.STATUS_REPLAYED:
+            if o.status == replaying.STATUS_REPLAYED:
                 click.echo(f"{o.id} -> {o.stream} {o.new_id}")
-            elif o.status == d.STATUS_ALREADY:
+            elif o.status == replaying.STATUS_ALREADY:
                 click.echo(f"{o.id}: already replayed as {o.new_id}, not replayed again")
-            elif o.status == d.STATUS_MISSING:
+            elif o.status == replaying.STATUS_MISSING:
                 click.echo(f"{o.id}: not in {name}")
-            elif o.status == d.STATUS_EMPTY:
+            elif o.status == replaying.STATUS_EMPTY:
                 click.echo(f"{o.id}: no original fields to replay (reason deleted); purge it")
             else:
                 click.echo(f"{o.id}: no x-stream field; pass --to STREAM")
-        done = sum(1 for o in outcomes if o.status == d.STATUS_REPLAYED)
+        done = sum(1 for o in outcomes if o.status == replaying.STATUS_REPLAYED)
         click.echo(f"replayed {done} of {len(outcomes)} from {name}")
     failed = [
         o
         for o in outcomes
-        if o.status != d.STATUS_REPLAYED and not (replay_all and o.status == d.STATUS_EMPTY)
+        if o.status != replaying.STATUS_REPLAYED
+        and not (replay_all and o.status == replaying.STATUS_EMPTY)
     ]
     if failed:
         sys.exit(EXIT_FAILED)
@@ -586,13 +639,13 @@ def dlq_replay(
 
 @dlq.command("purge")
 @dlq_options
-@click.argument("entry_ids", nargs=-1)
+@click.argument("entry_ids", nargs=-1, callback=entry_ids)
 @click.option("--all", "purge_all", is_flag=True, help="Every entry (with --reason: matching).")
 @reason_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def dlq_purge(
     *,
-    redis_url: str,
+    redis_url: str | None,
     stream: str,
     dead_letter_stream: str | None,
     entry_ids: tuple[str, ...],
@@ -601,7 +654,7 @@ def dlq_purge(
     yes: bool,
 ) -> None:
     """Delete dead-letter entries for good (asks first unless --yes)."""
-    from streamscale.cli import replaying as d  # noqa: PLC0415
+    from streamscale.cli import replaying  # noqa: PLC0415
 
     if bool(entry_ids) == purge_all:
         raise click.UsageError("name dead-letter entry IDs, or pass --all (not both)")
@@ -613,7 +666,7 @@ def dlq_purge(
         if purge_all and not reasons:
             return int(await redis.xlen(name)), []
         if purge_all:
-            ids = [e.id for e in await d.entries(redis, name, reasons=reasons)]
+            ids = [e.id for e in await replaying.entries(redis, name, reasons=reasons)]
         else:
             ids = list(entry_ids)
         return len(ids), ids
@@ -630,8 +683,8 @@ def dlq_purge(
 
     async def purge(redis: aioredis.Redis) -> int:
         if purge_all and not reasons:
-            return await d.purge_all(redis, name)
-        return await d.purge(redis, name, ids)
+            return await replaying.purge_all(redis, name)
+        return await replaying.purge(redis, name, ids)
 
     click.echo(f"purged {run_async(redis_url, purge)} entries from {name}")
 
@@ -640,7 +693,7 @@ def dlq_purge(
 
 
 @cli.command()
-@click.option("--count", "-c", type=click.IntRange(min=0), default=20_000, show_default=True,
+@click.option("--count", "-c", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Entries in the burst.")  # fmt: skip
 @click.option("--poison-ratio", type=click.FloatRange(0, 1), default=0.001, show_default=True)
 @click.option("--database-url", default=None,
@@ -668,13 +721,13 @@ def demo(**options: Any) -> None:
     vanished (--chaos kills some) once live ones have claimed their entries, and dead-letters
     entries past max-deliveries. Ctrl-C stops everything and cleans up.
     """
-    from streamscale.cli import demo as d  # noqa: PLC0415
+    import streamscale.cli.demo  # noqa: PLC0415
 
     if options["live"] is None:
         options["live"] = sys.stdout.isatty()
     try:
-        code = d.main(d.DemoOptions(**options))
-    except d.DemoError as exc:
+        code = streamscale.cli.demo.main(streamscale.cli.demo.DemoOptions(**options))
+    except streamscale.cli.demo.DemoError as exc:
         fail(str(exc))
     sys.exit(code)
 
@@ -697,5 +750,9 @@ def bench(args: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    """The console script."""
-    cli(prog_name="streamscale")
+    """The console script: a streamscale error ends it with one message, never a traceback."""
+    try:
+        cli(prog_name="streamscale")
+    except StreamscaleError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED)

@@ -23,6 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from streamscale.core.constants import DATA_FIELD
+from streamscale.core.errors import REDIS_RETRYABLE
 
 PLACEHOLDER = re.compile(r"\{(n|uuid|now|rand)\}")
 POISON_PREFIX = b"not json: "
@@ -113,7 +114,9 @@ class Summary:
     produced: int = 0
     poison: int = 0
     seconds: float = 0.0
-    length: int = 0
+    length: int | None = 0
+    error: str | None = None
+    """Why the run ended early when Redis went away; the counts are what Redis acknowledged."""
     first_id: str | None = None
     last_id: str | None = None
 
@@ -165,14 +168,19 @@ async def produce(
                     if stop.is_set():
                         break
         batch = [generator.fields(i) for i in range(n, n + size)]
-        if bulk:
-            async with redis.pipeline(transaction=False) as pipe:
-                for fields, _poison in batch:
-                    pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-                ids = await pipe.execute()
-        else:
-            fields = batch[0][0]
-            ids = [await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)]  # type: ignore[arg-type]
+        try:
+            if bulk:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for fields, _poison in batch:
+                        pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+                    ids = await pipe.execute()
+            else:
+                fields = batch[0][0]
+                ids = [await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)]  # type: ignore[arg-type]
+        except REDIS_RETRYABLE as exc:
+            # Keep what was acknowledged so far: the summary is printed either way.
+            summary.error = f"lost Redis after {n} entries: {type(exc).__name__}: {exc}"
+            break
         summary.first_id = summary.first_id or _text(ids[0])
         summary.last_id = _text(ids[-1])
         summary.poison += sum(1 for _fields, poison in batch if poison)
@@ -181,7 +189,10 @@ async def produce(
         if progress is not None:
             progress(size)
     summary.seconds = time.monotonic() - started
-    summary.length = int(await redis.xlen(stream))
+    if summary.error is None:
+        summary.length = int(await redis.xlen(stream))
+    else:
+        summary.length = None
     return summary
 
 

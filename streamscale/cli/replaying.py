@@ -26,7 +26,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streamscale.core import constants as c
+from streamscale.core import constants
 from streamscale.core.streams import as_str, id_key
 
 REPLAYED_SUFFIX = ":replayed"
@@ -74,12 +74,14 @@ for _, id in ipairs(ARGV) do
 end
 return out
 """).substitute(
-    x_fields=", ".join(f"'{name}'" for name in (*c.DEAD_LETTER_FIELDS, c.X_REPLAYED_FROM)),
+    x_fields=", ".join(
+        f"'{name}'" for name in (*constants.DEAD_LETTER_FIELDS, constants.X_REPLAYED_FROM)
+    ),
     already=STATUS_ALREADY,
     missing=STATUS_MISSING,
     empty=STATUS_EMPTY,
     replayed=STATUS_REPLAYED,
-    replayed_from=c.X_REPLAYED_FROM,
+    replayed_from=constants.X_REPLAYED_FROM,
 )
 
 
@@ -89,7 +91,7 @@ def dead_letter_name(stream: str | None, dead_letter_stream: str | None) -> str:
         return dead_letter_stream
     if not stream:
         raise ValueError("name the stream (--stream / STREAMSCALE_STREAM) or --dead-letter-stream")
-    return stream + c.DEAD_LETTER_SUFFIX
+    return stream + constants.DEAD_LETTER_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,12 +106,12 @@ class DeadEntry:
 
     @property
     def reason(self) -> str:
-        return self.get(c.X_REASON)
+        return self.get(constants.X_REASON)
 
     @property
     def original(self) -> dict[str, str]:
         """The fields of the original entry."""
-        hidden = {*c.DEAD_LETTER_FIELDS, c.X_REPLAYED_FROM}
+        hidden = {*constants.DEAD_LETTER_FIELDS, constants.X_REPLAYED_FROM}
         return {k: v for k, v in self.fields.items() if k not in hidden}
 
     def as_dict(self) -> dict[str, Any]:
@@ -187,7 +189,7 @@ async def replay(
                 pipe.xrange(dead_letter_stream, min=entry_id, max=entry_id, count=1)
             pages = await pipe.execute()
         for entry_id, page in zip(chunk, pages, strict=True):
-            target = to or (_decode(*page[0]).get(c.X_STREAM) if page else "")
+            target = to or (_decode(*page[0]).get(constants.X_STREAM) if page else "")
             if page and not target:
                 results[entry_id] = Replayed(entry_id, STATUS_NO_TARGET)
             else:

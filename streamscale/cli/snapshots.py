@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from rich.table import Table
 from rich.text import Text
 
+import streamscale.core.streams
 from streamscale.core import lag
-from streamscale.core import streams as s
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
 
 DISCOVER_LIMIT = 50
@@ -70,7 +70,7 @@ async def discover(redis: aioredis.Redis, limit: int = DISCOVER_LIMIT) -> list[s
     """Stream keys in this database, without dead-letter streams, sorted, at most `limit`."""
     found: set[str] = set()
     async for key in redis.scan_iter(_type="STREAM", count=1000):
-        name = s.as_str(key)
+        name = streamscale.core.streams.as_str(key)
         if not name.endswith(DEAD_LETTER_SUFFIX):
             found.add(name)
         if len(found) >= limit:
@@ -78,11 +78,13 @@ async def discover(redis: aioredis.Redis, limit: int = DISCOVER_LIMIT) -> list[s
     return sorted(found)
 
 
-async def _group_row(redis: aioredis.Redis, stream: str, info: s.GroupInfo) -> GroupRow:
+async def _group_row(
+    redis: aioredis.Redis, stream: str, info: streamscale.core.streams.GroupInfo
+) -> GroupRow:
     group_lag = await lag.group_lag(redis, stream, info)
     consumers = [
         ConsumerRow(c.name, c.pending, c.idle_ms, c.inactive_ms)
-        for c in await s.consumer_infos(redis, stream, info.name)
+        for c in await streamscale.core.streams.consumer_infos(redis, stream, info.name)
     ]
     entries_read = info.entries_read
     if entries_read is None and info.last_delivered_id == "0-0":
@@ -114,7 +116,10 @@ async def collect(
             pipe.xlen(stream)
             pipe.xlen(dlq)
             length, dlq_length = await pipe.execute()
-        groups = [await _group_row(redis, stream, g) for g in await s.group_infos(redis, stream)]
+        groups = [
+            await _group_row(redis, stream, g)
+            for g in await streamscale.core.streams.group_infos(redis, stream)
+        ]
         rows.append(StreamRow(stream, int(length), dlq, int(dlq_length), groups))
     snapshot = Snapshot(now, rows)
     if previous is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streamscale.core import constants as c
+from streamscale.core import constants
 from streamscale.core.streams import Fields, StreamId
 
 MOVE_SCRIPT = """
@@ -67,15 +67,15 @@ for i = 5, #ARGV, 3 do
 end
 return {moved, deleted, skipped}
 """ % {
-    "x_fields": ", ".join(f"'{name}'" for name in c.DEAD_LETTER_FIELDS),
-    "x_original_id": c.X_ORIGINAL_ID,
-    "x_stream": c.X_STREAM,
-    "x_group": c.X_GROUP,
-    "x_consumer": c.X_CONSUMER,
-    "x_deliveries": c.X_DELIVERIES,
-    "x_reason": c.X_REASON,
-    "x_error": c.X_ERROR,
-    "x_at": c.X_DEAD_LETTERED_AT,
+    "x_fields": ", ".join(f"'{name}'" for name in constants.DEAD_LETTER_FIELDS),
+    "x_original_id": constants.X_ORIGINAL_ID,
+    "x_stream": constants.X_STREAM,
+    "x_group": constants.X_GROUP,
+    "x_consumer": constants.X_CONSUMER,
+    "x_deliveries": constants.X_DELIVERIES,
+    "x_reason": constants.X_REASON,
+    "x_error": constants.X_ERROR,
+    "x_at": constants.X_DEAD_LETTERED_AT,
 }
 
 TOUCH_SCRIPT = """
@@ -238,14 +238,14 @@ class Scripts:
         async with self.redis.pipeline(transaction=True) as pipe:
             for entry_id in ids:
                 fields: Fields = {
-                    c.X_ORIGINAL_ID.encode(): entry_id.encode(),
-                    c.X_STREAM.encode(): stream.encode(),
-                    c.X_GROUP.encode(): group.encode(),
-                    c.X_CONSUMER.encode(): consumer.encode(),
-                    c.X_DELIVERIES.encode(): b"",
-                    c.X_REASON.encode(): c.REASON_DELETED.encode(),
-                    c.X_ERROR.encode(): b"entry deleted from the stream while pending",
-                    c.X_DEAD_LETTERED_AT.encode(): at.encode(),
+                    constants.X_ORIGINAL_ID.encode(): entry_id.encode(),
+                    constants.X_STREAM.encode(): stream.encode(),
+                    constants.X_GROUP.encode(): group.encode(),
+                    constants.X_CONSUMER.encode(): consumer.encode(),
+                    constants.X_DELIVERIES.encode(): b"",
+                    constants.X_REASON.encode(): constants.REASON_DELETED.encode(),
+                    constants.X_ERROR.encode(): b"entry deleted from the stream while pending",
+                    constants.X_DEAD_LETTERED_AT.encode(): at.encode(),
                 }
                 pipe.xadd(dead_letter_stream, fields)  # type: ignore[arg-type]
             await pipe.execute()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from streamscale.core.constants import PATH_HEALTHZ, PATH_METRICS, PATH_READYZ
+from streamscale.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,15 @@ class HealthServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        """Listen on host:port (port 0: any free one, logged); a port in use is a ConfigError."""
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve /metrics, /healthz and /readyz on {self.host}:{self.port}:"
+                f" {exc.strerror or exc}. Another streamscale process (or another program) may"
+                " hold the port: set STREAMSCALE_HTTP_PORT to a free port, or 0 for any free one"
+            ) from None
         sock = self._server.sockets[0]
         self.port = int(sock.getsockname()[1])
         logger.info("serving /metrics, /healthz and /readyz on %s:%d", self.host, self.port)

@@ -1,10 +1,12 @@
-"""One wrapper for every long-lived task: its failure or unexpected exit is logged, not lost."""
+"""Task helpers: every long-lived task's failure is logged, not lost; one signal wiring."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+import signal
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -30,3 +32,26 @@ async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM set `stop` instead of killing the process.
+
+    Inside a running loop only. The handlers are removed on exit, so a second Ctrl-C after the
+    block ends interrupts as usual. Platforms without loop signal handlers keep the defaults.
+    """
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

@@ -6,16 +6,17 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
 
-from streamscale.cli import replaying as d
-from streamscale.cli import snapshots as st
-from streamscale.core import constants as c
+from streamscale.cli import replaying, snapshots
+from streamscale.core import constants
 from streamscale.core.deadletter import DeadLetter, Scripts
 from streamscale.core.streams import as_str
 from tests.support.servers import RedisServer, free_port
@@ -25,11 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(
-    *args: str, redis_url: str | None = None, stdin: str | None = None, timeout: float = 60
+    *args: str,
+    redis_url: str | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
     if redis_url:
         env["STREAMSCALE_REDIS_URL"] = redis_url
+    env.update(extra_env or {})
     return subprocess.run(
         [STREAMSCALE, *args],
         capture_output=True,
@@ -58,11 +64,11 @@ async def dead_letter(
     ids = [as_str(entry_id) for entry_id, _fields in read[0][1]]
     await Scripts(redis).dead_letter(
         stream,
-        stream + c.DEAD_LETTER_SUFFIX,
+        stream + constants.DEAD_LETTER_SUFFIX,
         group,
         [DeadLetter(i, r, f"because {r}") for i, r in zip(ids, reasons, strict=True)],
     )
-    return [as_str(e[0]) for e in await redis.xrange(stream + c.DEAD_LETTER_SUFFIX)]
+    return [as_str(e[0]) for e in await redis.xrange(stream + constants.DEAD_LETTER_SUFFIX)]
 
 
 async def test_produce_stream_mode_writes_product_payloads(redis_server: RedisServer, redis, names):
@@ -181,10 +187,10 @@ async def test_status_throughput_is_entries_read_per_second(redis, names):
     for n in range(50):
         await redis.xadd(stream, {"n": str(n)})
     await redis.xgroup_create(stream, "g", id="0")
-    first = await st.collect(redis, [stream])
+    first = await snapshots.collect(redis, [stream])
     await redis.xreadgroup("g", "w", {stream: ">"}, count=40)
     await asyncio.sleep(0.2)
-    second = await st.collect(redis, [stream], first)
+    second = await snapshots.collect(redis, [stream], first)
     rate = second.streams[0].groups[0].throughput
     assert rate is not None and 40 / 0.5 < rate <= 40 / 0.2
 
@@ -223,7 +229,7 @@ async def test_dlq_replay_once_and_never_twice(redis_server, redis, names):
     new_id, fields = (await redis.xrevrange(stream, count=1))[0]
     # The original fields come back, without the x-* dead-letter fields, pointing to where
     # they came from.
-    assert fields == {b"data": b'{"n":0}', c.X_REPLAYED_FROM.encode(): dl_ids[0].encode()}
+    assert fields == {b"data": b'{"n":0}', constants.X_REPLAYED_FROM.encode(): dl_ids[0].encode()}
     assert [as_str(e[0]) for e in await redis.xrange(stream + ":dlq")] == [dl_ids[1]]
     assert new_id.decode() in again.stdout
 
@@ -233,8 +239,10 @@ async def test_concurrent_replays_replay_each_entry_exactly_once(redis, names):
     dl_ids = await dead_letter(redis, stream, ["invalid"] * 30)
     before = await redis.xlen(stream)
     dlq = stream + ":dlq"
-    runs = await asyncio.gather(*(d.replay(redis, dlq, dl_ids[::step]) for step in (1, 1, 2, 3)))
-    replayed = [o.id for run in runs for o in run if o.status == d.STATUS_REPLAYED]
+    runs = await asyncio.gather(
+        *(replaying.replay(redis, dlq, dl_ids[::step]) for step in (1, 1, 2, 3))
+    )
+    replayed = [o.id for run in runs for o in run if o.status == replaying.STATUS_REPLAYED]
     assert sorted(replayed) == sorted(dl_ids)
     assert await redis.xlen(stream) == before + 30
     assert await redis.xlen(dlq) == 0
@@ -270,8 +278,10 @@ def test_unreachable_redis_says_what_to_do_without_a_traceback():
 
 
 def test_bad_input_is_explained():
-    bad_url = cli("produce", "--redis-url", "http://nope")
-    assert bad_url.returncode == 1 and "invalid Redis URL" in bad_url.stderr
+    for url in ("http://nope", "notaurl"):
+        bad_url = cli("produce", "--redis-url", url)
+        assert bad_url.returncode == 2 and "not a Redis URL" in bad_url.stderr, bad_url.stderr
+        assert "Traceback" not in bad_url.stderr
 
     bad_count = cli("produce", "--count", "many")
     assert bad_count.returncode == 2 and "'many' is not a valid integer" in bad_count.stderr
@@ -280,17 +290,21 @@ def test_bad_input_is_explained():
     assert bad_template.returncode == 1 and "--template is not valid JSON" in bad_template.stderr
 
     for handler, text in [
-        ("not_a_module_xyz:handle", "cannot import 'not_a_module_xyz'"),
+        ("not_a_module_xyz:handle", "cannot import module 'not_a_module_xyz'"),
         ("examples.ai_service:nope", "has no attribute 'nope'"),
         ("no-colon", "not an import path"),
     ]:
         result = cli("consume", "--handler", handler)
-        assert result.returncode == 1 and text in result.stderr, result.stderr
+        assert result.returncode == 2 and text in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
 
     bad_setting = cli("consume", "--batch-size", "0")
-    assert bad_setting.returncode == 1
+    assert bad_setting.returncode == 2
     assert "STREAMSCALE_BATCH_SIZE / --batch-size" in bad_setting.stderr
+
+    loud = cli("consume", "--log-level", "LOUD")
+    assert loud.returncode == 2 and "not a log level" in loud.stderr, loud.stderr
+    assert "Traceback" not in loud.stderr
 
     both = cli("dlq", "replay", "1-0", "--all")
     assert both.returncode == 2 and "not both" in both.stderr
@@ -338,3 +352,164 @@ async def test_dlq_replay_to_another_stream(redis_server, redis, names):
     assert outcome["status"] == "replayed" and outcome["stream"] == other
     [(_id, fields)] = await redis.xrange(other)
     assert fields == {b"data": b'{"n":0}', b"x-replayed-from": dl_id.encode()}
+
+
+def test_redis_commands_read_the_consumers_settings_sources(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "streamscale_redis_url").write_text(redis_server.url + "\n")
+    from_file = {"STREAMSCALE_SECRETS_DIR": str(secrets)}
+    for args in (["produce", "-c", "3", "--no-progress"], ["status", "--once"], ["dlq", "list"]):
+        ok(cli(*args, extra_env=from_file))
+
+    missing = {"STREAMSCALE_SECRETS_DIR": str(tmp_path / "not-mounted")}
+    for args in (["status", "--once"], ["consume"]):
+        result = cli(*args, extra_env=missing)
+        assert result.returncode == 2, result.stderr
+        assert "STREAMSCALE_SECRETS_DIR" in result.stderr and "not a directory" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_redis_answers_and_bad_names_are_one_message_never_a_traceback(
+    redis_server: RedisServer,
+) -> None:
+    plain = __import__("redis").Redis.from_url(redis_server.url)
+    try:
+        plain.set("a-string", "x")
+    finally:
+        plain.close()
+    url = redis_server.url
+    wrong_type = cli("produce", "-c", "5", "--mode", "bulk", "--no-progress",
+                     "--stream", "a-string", redis_url=url)  # fmt: skip
+    assert wrong_type.returncode == 1 and "is not a stream" in wrong_type.stderr, wrong_type.stderr
+    assert "name a stream with --stream" in wrong_type.stderr
+
+    no_such_db = cli("status", "--once", redis_url=url.rsplit("/", 1)[0] + "/99999")
+    assert no_such_db.returncode == 2 and "names a database" in no_such_db.stderr, no_such_db.stderr
+
+    with socket.socket() as not_redis:  # answers nothing Redis understands: an HTTP-like banner
+        not_redis.bind(("127.0.0.1", 0))
+        not_redis.listen()
+        port = not_redis.getsockname()[1]
+        server = threading.Thread(target=_answer_garbage, args=(not_redis,), daemon=True)
+        server.start()
+        other = cli("dlq", "list", redis_url=f"redis://127.0.0.1:{port}/0", timeout=30)
+        server.join(10)
+    assert other.returncode == 1 and "did not answer like Redis" in other.stderr, other.stderr
+
+    for args in (["dlq", "show", "nope"], ["dlq", "replay", "12-x"], ["dlq", "purge", "1-2-3"]):
+        bad_id = cli(*args, redis_url=url)
+        assert bad_id.returncode == 2 and "is not a stream entry ID" in bad_id.stderr, args
+
+    for args in (["produce", "-c", "1", "--stream", ""], ["status", "--once", "--stream", ""],
+                 ["dlq", "list", "--stream", ""], ["consume", "--stream", ""]):  # fmt: skip
+        empty = cli(*args, redis_url=url)
+        assert empty.returncode == 2, (args, empty.stderr)
+
+    for result in (wrong_type, no_such_db, other, bad_id, empty):
+        assert "Traceback" not in result.stderr
+
+
+def _answer_garbage(listener: socket.socket) -> None:
+    listener.settimeout(20)
+    connection, _address = listener.accept()
+    with connection:
+        connection.recv(1024)
+        connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+
+def _start_producing(url: str, stream: str) -> subprocess.Popen[str]:
+    """A slow `produce` (rate-limited) that is still running when the test interrupts it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+    return subprocess.Popen(
+        [STREAMSCALE, "produce", "--stream", stream, "-c", "100000", "--rate", "200",
+         "--no-progress", "--redis-url", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_produce_ended_by_sigterm_prints_its_summary_and_exits_130(
+    redis_server, redis, names
+):
+    stream = names("sigterm")
+    proc = _start_producing(redis_server.url, stream)
+    for _ in range(100):  # until it has produced something, at most 10 s
+        if await redis.xlen(stream) > 0:
+            break
+        await asyncio.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = _finish(proc)
+    assert proc.returncode == 130, err
+    assert "interrupted after" in err and "Traceback" not in err
+    produced = int(out.split("produced ", 1)[1].split(" ", 1)[0])
+    assert produced == await redis.xlen(stream) > 0
+
+
+async def test_produce_losing_redis_prints_what_was_added_and_fails(fresh_redis, names):
+    stream = names("lost")
+    proc = _start_producing(fresh_redis.url, stream)
+    client = aioredis.Redis.from_url(fresh_redis.url)
+    try:
+        for _ in range(100):  # until it has produced something, at most 10 s
+            if await client.xlen(stream) > 0:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    fresh_redis.kill()
+    out, err = _finish(proc)
+    assert proc.returncode == 1, err
+    assert "produced " in out and "stream length unknown" in out, out
+    assert "lost Redis after" in err and "Traceback" not in err
+
+
+def test_operate_stops_with_one_message_when_it_cannot_run(tmp_path: Path) -> None:
+    nowhere = {"HOME": str(tmp_path), "KUBECONFIG": ""}
+    no_login = cli("operate", "-A", extra_env={**nowhere, "STREAMSCALE_HTTP_PORT": "0"},
+                   timeout=30)  # fmt: skip
+    assert no_login.returncode == 2, no_login.stderr
+    assert "no Kubernetes credentials" in no_login.stderr and "KUBECONFIG" in no_login.stderr
+
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("clusters: []\n")
+    bad_login = cli("operate", "-A", extra_env={**nowhere, "KUBECONFIG": str(broken)}, timeout=30)
+    assert bad_login.returncode == 2, bad_login.stderr
+    assert "cannot read the Kubernetes credentials" in bad_login.stderr
+
+    with socket.socket() as taken:  # a first operator (or anything else) on the HTTP port
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        kubeconfig = tmp_path / "kind"
+        kubeconfig.write_text(
+            "current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
+            "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+        )
+        port = str(taken.getsockname()[1])
+        second_env = {"KUBECONFIG": str(kubeconfig), "STREAMSCALE_HTTP_PORT": port}
+        second = cli("operate", "-A", timeout=30, extra_env=second_env)
+    assert second.returncode == 2, second.stderr
+    assert f":{port}" in second.stderr and "STREAMSCALE_HTTP_PORT" in second.stderr
+    for result in (no_login, bad_login, second):
+        assert "Traceback" not in result.stderr
+
+
+def test_consume_has_one_option_per_consumer_setting_with_its_help_text():
+    from streamscale.consumer.settings import ConsumerSettings  # noqa: PLC0415
+
+    out = " ".join(ok(cli("consume", "--help")).split())
+    for name, field in ConsumerSettings.model_fields.items():
+        assert "--" + name.replace("_", "-") in out, name
+        assert f"[env STREAMSCALE_{name.upper()}]" in out, name
+        assert " ".join(str(field.description).split()) in out, name

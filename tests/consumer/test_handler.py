@@ -17,7 +17,6 @@ import redis.asyncio as aioredis
 
 from streamscale.consumer.messages import Message
 from streamscale.consumer.settings import ConsumerSettings
-from streamscale.consumer.sinks.base import TransientError
 from streamscale.consumer.sinks.handler import (
     IN_REPLY_TO_FIELD,
     HandlerError,
@@ -27,6 +26,7 @@ from streamscale.consumer.sinks.handler import (
     is_batch_handler,
     load,
 )
+from streamscale.core.errors import TransientError
 
 
 def msg(num: int, reply_to: str | None = None, /, **payload: Any) -> Message:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.prometheus import binary, design_metric_names, metric_names
+from tests.support.prometheus import binary, contract_metric_names, metric_names
 
 ALERTS = Path(__file__).resolve().parents[2] / "charts" / "streamscale" / "alerts"
 RULES = ALERTS / "streamscale.rules.yaml"
@@ -68,11 +68,11 @@ def test_alerts_are_the_ones_the_issue_asks_for_with_severity_and_text() -> None
 
 
 def test_rules_use_only_the_metrics_of_the_contract() -> None:
-    allowed = design_metric_names() | {"up"}
+    allowed = contract_metric_names() | {"up"}
     for rule in alert_rules():
         expr = rule["expr"]
         assert isinstance(expr, str)
         used = metric_names(expr)
         assert used, f"{rule['alert']}: no metric found in {expr!r}"
         unknown = used - allowed
-        assert not unknown, f"{rule['alert']} uses metrics outside design.md: {unknown}"
+        assert not unknown, f"{rule['alert']} uses metrics no component exports: {unknown}"

@@ -25,8 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
+from streamscale.consumer import constants as consumer_constants
+from streamscale.operator import constants as operator_constants
+
 REPO = Path(__file__).resolve().parents[2]
-DESIGN = REPO.parent / "shared" / "design.md"
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 NAME = re.compile(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b")
@@ -51,23 +53,24 @@ def binary(name: str) -> str:
     return found
 
 
-def design_metric_names() -> set[str]:
-    """The metric names of design.md's "Metrics" section, histograms' series names included."""
-    if not DESIGN.exists():
-        pytest.skip(f"{DESIGN} (the contract) is not beside the repository")
-    text = DESIGN.read_text()
-    section = text.split("## Metrics", 1)[1].split("\n## ", 1)[0]
-    prefix = re.search(r"prefix `([a-z_]+)`", section)
-    assert prefix, "design.md's Metrics section names no prefix"
-    # The lists run from "Consumer:" to the sentence about the labels every metric carries.
-    lists = section.split("Consumer:", 1)[1].split("Every metric", 1)[0]
+def contract_metric_names() -> set[str]:
+    """Every metric name the consumer and the operator export, from their constants modules.
+
+    The dashboards and alert rules may use only these. A constant whose Python name ends in
+    `_TOTAL` is a counter (prometheus-client appends `_total`); every `*_seconds` name may be a
+    histogram, so its series suffixes are allowed too.
+    """
     names: set[str] = set()
-    for item in re.findall(r"`([a-z_]+)(?:\{[^}]*\})?`", lists):
-        name = prefix.group(1) + item
-        names.add(name)
-        # Every duration in the contract is a histogram (issue 4): its series get suffixes.
-        if name.endswith("_seconds"):
-            names.update(name + suffix for suffix in HISTOGRAM_SUFFIXES)
+    for module in (consumer_constants, operator_constants):
+        for constant, value in vars(module).items():
+            if not (isinstance(value, str) and value.startswith(consumer_constants.METRIC_PREFIX)):
+                continue
+            if value == consumer_constants.METRIC_PREFIX:
+                continue
+            name = value + "_total" if constant.endswith("_TOTAL") else value
+            names.add(name)
+            if name.endswith("_seconds"):
+                names.update(name + suffix for suffix in HISTOGRAM_SUFFIXES)
     return names
 
 

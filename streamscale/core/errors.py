@@ -1,0 +1,59 @@
+"""The errors every streamscale entry point knows: one root, and which Redis errors to retry.
+
+The CLI turns any `StreamscaleError` into one message and an exit code, never a traceback;
+`ConfigError` (exit 2) means the user must change a setting, `TransientError` that waiting helps.
+"""
+
+from __future__ import annotations
+
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    NoPermissionError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+EXIT_CONFIG = 2
+"""Exit status of every entry point refusing its configuration (as click does for usage)."""
+EXIT_INTERRUPTED = 130
+"""Exit status of a run ended early by SIGINT or SIGTERM (the shell's 128 + SIGINT)."""
+
+
+class StreamscaleError(Exception):
+    """Root of the errors streamscale raises on purpose; the message is meant for users."""
+
+
+class ConfigError(StreamscaleError):
+    """A setting the process cannot start with; the message says what to change."""
+
+
+class TransientError(StreamscaleError):
+    """The destination cannot take anything right now (database down, ...): retry later.
+
+    Never dead-letters: the batch is retried with backoff and nothing is acked meanwhile.
+    """
+
+
+REDIS_RETRYABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    OSError,
+    TimeoutError,
+)
+"""Redis did not answer, or is still loading its data: retrying with backoff is all to do."""
+
+REDIS_DENIED: tuple[type[BaseException], ...] = (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+)
+"""Answers, though redis-py derives some of them from ConnectionError: wrong password or an
+ACL that forbids the command. Retrying never helps; the credentials or ACL must change."""
+
+
+def is_redis_retryable(exc: BaseException) -> bool:
+    """True when Redis did not answer (retry), False when it answered no (report and stop)."""
+    return isinstance(exc, REDIS_RETRYABLE) and not isinstance(exc, REDIS_DENIED)
