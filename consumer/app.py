@@ -77,15 +77,7 @@ class ConsumerApp:
             self.processor.stopping.set()
 
     async def run(self) -> int:
-        try:
-            await self.http.start()
-        except OSError as exc:
-            s = self.settings
-            raise ConfigError(
-                f"cannot serve /metrics and /readyz on {s.http_host}:{s.http_port}: {exc.strerror}"
-                " (another consumer on this host?). Set STREAMSCALE_HTTP_PORT to a free port, or"
-                " 0 to take any free one."
-            ) from exc
+        await self.http.start()  # a taken port is a ConfigError naming STREAMSCALE_HTTP_PORT
         try:
             if not await self._start_dependencies():
                 return EXIT_OK

@@ -81,7 +81,7 @@ def test_an_http_port_in_use_says_so_and_port_0_takes_a_free_one(
         out = refused(
             ConsumerProcess(**base(redis_server.url, database_url, names("port"), http_port=port))
         )
-    assert f"cannot serve /metrics and /readyz on 127.0.0.1:{port}" in out
+    assert f"cannot serve /metrics, /healthz and /readyz on 127.0.0.1:{port}" in out
     assert "STREAMSCALE_HTTP_PORT" in out
     free = ConsumerProcess(**base(redis_server.url, database_url, names("port"), http_port=0))
     free.start(wait_ready=False)
@@ -113,7 +113,7 @@ def test_a_missing_secrets_dir_is_refused_not_replaced_by_defaults(
     missing = tmp_path / "not-mounted"
     settings = base(redis_server.url, database_url, names("secrets"), secrets_dir=missing)
     out = refused(ConsumerProcess(**settings))
-    assert f"STREAMSCALE_SECRETS_DIR '{missing}' is not a directory" in out
+    assert f"STREAMSCALE_SECRETS_DIR='{missing}' is not a directory" in out
 
 
 @pytest.mark.timeout(60)
