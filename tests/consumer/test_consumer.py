@@ -397,11 +397,10 @@ def test_a_second_stream_into_a_table_another_stream_feeds_is_refused(
     ids = produce(client, first, (product(n) for n in range(200)))
     produce(client, second, (product(n) for n in range(200)))
     feeder = ConsumerProcess(**settings(redis_server.url, url, first)).start()
+    intruder = ConsumerProcess(**settings(redis_server.url, url, second))
     try:
         wait_until(lambda: client.xinfo_groups(first)[0]["entries-read"] == len(ids), 30)
-        intruder = ConsumerProcess(**settings(redis_server.url, url, second)).start(
-            wait_ready=False
-        )
+        intruder.start(wait_ready=False)
         assert intruder.wait(30) == 2
         out = intruder.output()
         assert f"already fed by stream '{first}'" in out and "Traceback" not in out
@@ -413,6 +412,7 @@ def test_a_second_stream_into_a_table_another_stream_feeds_is_refused(
         feeder = ConsumerProcess(**settings(redis_server.url, url, first)).start()
     finally:
         feeder.kill()
+        intruder.kill()
 
 
 @pytest.mark.timeout(120)
