@@ -39,9 +39,14 @@ def dead_letters(client: redis.Redis, stream: str) -> dict[str, dict[str, str]]:
 
 def sample(text: str, outcome: str) -> float | None:
     """The value of streamscale_messages_total{outcome=...} in a /metrics page."""
+    return metric_value(text, "streamscale_messages_total", outcome=outcome)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name` whose labels include `labels`, in a /metrics page."""
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == "streamscale_messages_total" and s.labels.get("outcome") == outcome:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     return None
 
@@ -430,7 +435,7 @@ def test_a_destroyed_group_on_a_stream_with_entries_stops_consuming_instead_of_r
         wait_until(lambda: consumer.get("/readyz")[0] != 200, 15, what="not ready")
         _status, body = consumer.get("/readyz")
         assert "group 'writers' is missing" in body and "XGROUP DESTROY" in body
-        assert sample_gauge(consumer.get("/metrics")[1], "streamscale_group_missing") == 1
+        assert metric_value(consumer.get("/metrics")[1], "streamscale_group_missing") == 1
         time.sleep(1.5)  # several read attempts: none may recreate the group at 0
         assert client.xinfo_groups(stream) == []
         assert consumer.output().count("Consuming is stopped") == 1
@@ -438,7 +443,7 @@ def test_a_destroyed_group_on_a_stream_with_entries_stops_consuming_instead_of_r
         client.xgroup_create(stream, "writers", id=first[-1])
         wait_until(lambda: count_rows(postgres_server, database_url, "products") == 150, 30)
         wait_until(consumer.ready, 15)
-        assert sample_gauge(consumer.get("/metrics")[1], "streamscale_group_missing") == 0
+        assert metric_value(consumer.get("/metrics")[1], "streamscale_group_missing") == 0
         # Each message stored once: the stream was not replayed from 0.
         assert sample(consumer.get("/metrics")[1], "stored") == len(first) + len(later)
         assert consumer.terminate() == 0
@@ -464,14 +469,6 @@ def test_a_group_lost_with_its_stream_is_recreated(
         assert consumer.terminate() == 0
     finally:
         consumer.kill()
-
-
-def sample_gauge(text: str, name: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name:
-                return float(s.value)
-    return None
 
 
 def run_sql(backend: str, pg: PostgresServer, url: str, sql: str) -> str:
