@@ -33,13 +33,6 @@ class Observation:
     """`XINFO STREAM` entries-added: every entry ever added (the arrival counter)."""
 
     @property
-    def completed(self) -> int | None:
-        """Entries delivered to the group and no longer pending (the service counter)."""
-        if self.group.entries_read is None:
-            return None
-        return max(0, self.group.entries_read - self.pending)
-
-    @property
     def backlog(self) -> int:
         """What the scaling policy works on: lag + pending."""
         return self.lag + self.pending
@@ -82,12 +75,11 @@ async def observe(
         redis, stream, info, limit=estimate_limit, stream_fields=stream_fields
     )
     consumers = tuple(await consumer_infos(redis, stream, group)) if info.consumers else ()
-    added = stream_fields.get("entries-added")
     return Observation(
         lag=group_lag.count,
         lag_estimated=group_lag.estimated,
         pending=info.pending,
         consumers=consumers,
         group=info,
-        entries_added=None if added is None else int(added),
+        entries_added=lag.entries_added(stream_fields),
     )

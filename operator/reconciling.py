@@ -426,7 +426,7 @@ class Poller:
         counters = Counters(
             time=time.monotonic(),
             entries_added=observation.entries_added,
-            completed=observation.completed,
+            completed=observation.group.completed,
             backlog=backlog,
             replicas=seen.current,
         )

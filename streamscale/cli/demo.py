@@ -141,31 +141,15 @@ async def waiting_ids(redis: aioredis.Redis) -> set[str]:
     return {streams.as_str(entry_id) for entry_id, _ in unread} | {p.id for p in pending}
 
 
-async def backlog_of(redis: aioredis.Redis) -> tuple[int, streams.GroupInfo | None]:
-    """lag + pending of the demo's group (lag estimated when Redis reports NULL)."""
+async def backlog_of(
+    redis: aioredis.Redis, stream_fields: dict[str, Any] | None = None
+) -> tuple[int, streams.GroupInfo | None]:
+    """lag + pending of the demo's group (lag read as the operator reads it: `core.lag`)."""
     info = await streams.group_info(redis, STREAM, GROUP)
     if info is None:
         return 0, None
-    group_lag = await lag.group_lag(redis, STREAM, info)
+    group_lag = await lag.group_lag(redis, STREAM, info, stream_fields=stream_fields)
     return group_lag.count + info.pending, info
-
-
-async def counters(
-    redis: aioredis.Redis, info: streams.GroupInfo | None, backlog: int, actuator: LocalConsumers
-) -> forecasting.Counters:
-    """What the operator's rate estimator reads at a poll, for drainTime mode."""
-    stream_info = await redis.xinfo_stream(STREAM)
-    added = stream_info.get("entries-added")
-    completed = None
-    if info is not None and info.entries_read is not None:
-        completed = max(0, info.entries_read - info.pending)
-    return forecasting.Counters(
-        time=time.monotonic(),
-        entries_added=None if added is None else int(added),
-        completed=completed,
-        backlog=backlog,
-        replicas=await actuator.get_replicas(),
-    )
 
 
 class Demo:
@@ -231,8 +215,17 @@ class Demo:
             for waiter in waiters:
                 waiter.cancel()
         while not self.stop.is_set():
-            backlog, info = await backlog_of(redis)
-            rates = self.rates.update(await counters(redis, info, backlog, actuator))
+            # One XINFO STREAM a poll serves the lag bound and the arrival counter.
+            stream_fields = await lag.stream_info(redis, STREAM)
+            backlog, info = await backlog_of(redis, stream_fields)
+            counters = forecasting.Counters(
+                time=time.monotonic(),
+                entries_added=lag.entries_added(stream_fields),
+                completed=None if info is None else info.completed,
+                backlog=backlog,
+                replicas=await actuator.get_replicas(),
+            )
+            rates = self.rates.update(counters)
             decision = await scaling.step(
                 actuator,
                 self.policy,

@@ -49,6 +49,12 @@ async def stream_info(redis: aioredis.Redis, stream: str) -> dict[str, Any]:
     return {as_str(k): v for k, v in (raw.items() if isinstance(raw, dict) else [])}
 
 
+def entries_added(stream: Mapping[str, Any]) -> int | None:
+    """`XINFO STREAM` entries-added: every entry ever added (the arrival counter), or None."""
+    added = stream.get("entries-added")
+    return None if added is None else int(added)
+
+
 async def estimate_unread(
     redis: aioredis.Redis, stream: str, info: GroupInfo, *, limit: int = DEFAULT_LIMIT
 ) -> tuple[int, bool]:

@@ -99,6 +99,14 @@ class GroupInfo:
     lag: int | None
     """None when Redis cannot compute it (after XDEL/XTRIM, or a group made at an arbitrary ID)."""
 
+    @property
+    def completed(self) -> int | None:
+        """Entries delivered to the group and no longer pending (stored, dead-lettered or acked
+        by the mover): the counter whose deltas are the service rate. None with entries-read."""
+        if self.entries_read is None:
+            return None
+        return max(0, self.entries_read - self.pending)
+
 
 @dataclasses.dataclass(frozen=True)
 class ConsumerInfo:
