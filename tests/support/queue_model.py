@@ -90,7 +90,9 @@ def simulate(
     state = ScalingState()
     arrived = 0.0  # cumulative, fractional: rates are not whole numbers per second
     served = 0.0
-    arrivals: list[tuple[float, float]] = []  # (cumulative arrived, time): FIFO wait times
+    # FIFO wait times: the cumulative count after each second with arrivals, and that second.
+    arrived_marks: list[float] = []
+    arrival_times: list[float] = []
     asked = policy.min_replicas
     starting: list[int] = []  # seconds at which each asked-for replica becomes ready
     ready = policy.min_replicas
@@ -106,15 +108,16 @@ def simulate(
         extra = trace.burst[1] if trace.burst and trace.burst[0] == t else 0
         if rate > 0 or extra:
             arrived += rate + extra
-            arrivals.append((arrived, float(t)))
+            arrived_marks.append(arrived)
+            arrival_times.append(float(t))
         ready += sum(1 for s in starting if s == t)
         starting = [s for s in starting if s > t]
         served = min(arrived, served + ready * trace.capacity(t))
         # The oldest entry still waiting arrived at the first time the cumulative count passed
         # `served`: its wait so far is the longest of anything in the queue.
-        index = bisect.bisect_right([a for a, _ in arrivals], served)
-        if index < len(arrivals):
-            max_wait = max(max_wait, t - arrivals[index][1])
+        index = bisect.bisect_right(arrived_marks, served)
+        if index < len(arrived_marks):
+            max_wait = max(max_wait, t - arrival_times[index])
         backlog = math.ceil(arrived - served - 1e-9)
         peak_backlog = max(peak_backlog, backlog)
         if backlog > 0 and (busy_peak is None or backlog >= busy_peak[0]):
