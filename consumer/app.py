@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 from typing import Any
 
 import prometheus_client
@@ -29,7 +28,7 @@ from streamscale.core.backoff import Backoff, Health
 from streamscale.core.errors import ConfigError, TransientError
 from streamscale.core.serving import HealthServer
 from streamscale.core.streams import connect, ensure_group
-from streamscale.core.tasks import cancel_all, spawn
+from streamscale.core.tasks import cancel_all, spawn, stop_on_signals
 
 logger = logging.getLogger("streamscale.consumer")
 
@@ -205,17 +204,13 @@ async def main(settings: ConsumerSettings) -> int:
     except ConfigError as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_CONFIG
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, app.stop)
     try:
-        return await app.run()
+        # A signal only stops the reads; `run` then drains in-flight batches within the grace.
+        with stop_on_signals(app.stop):
+            return await app.run()
     except ConfigError as exc:
         logger.error("%s: %s", "stopped" if app.started.is_set() else "cannot start", exc)
         return EXIT_CONFIG
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
 
 
 def run(settings: ConsumerSettings) -> int:

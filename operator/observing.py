@@ -10,9 +10,11 @@ from streamscale.core import lag
 from streamscale.core.streams import (
     ConsumerInfo,
     GroupInfo,
+    Recreated,
     consumer_infos,
     ensure_group,
     group_info,
+    recreate_group_if_empty,
 )
 
 
@@ -59,14 +61,15 @@ async def observe(
     """
     info = await group_info(redis, stream, group)
     if info is None:
-        if seen_before and await redis.xlen(stream) > 0:
+        if not seen_before:
+            await ensure_group(redis, stream, group, "0")
+        elif await recreate_group_if_empty(redis, stream, group, "0") is Recreated.REFUSED:
             raise GroupMissing(
                 f"group {group!r} is gone from stream {stream!r}, which still has entries"
                 " (XGROUP DESTROY?); not recreating it at the start, that would replay the whole"
                 f" stream. Recreate it where it should go on: XGROUP CREATE {stream} {group}"
                 " <last-delivered-id>"
             )
-        await ensure_group(redis, stream, group, "0")
         info = await group_info(redis, stream, group)
         if info is None:
             raise RuntimeError(f"group {group} of stream {stream} vanished right after creation")

@@ -1,7 +1,8 @@
 """The errors every streamscale entry point knows: one root, and which Redis errors to retry.
 
 The CLI turns any `StreamscaleError` into one message and an exit code, never a traceback;
-`ConfigError` (exit 2) means the user must change a setting, `TransientError` that waiting helps.
+`ConfigError` (exit 2) means the user must change a setting, `Interrupted` (exit 130) that a
+signal ended the run, `TransientError` that waiting helps.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+EXIT_FAILED = 1
+"""Exit status of a command that ran and failed (Redis unreachable, an entry not replayed)."""
 EXIT_CONFIG = 2
 """Exit status of every entry point refusing its configuration (as click does for usage)."""
 EXIT_INTERRUPTED = 130
@@ -27,6 +30,10 @@ class StreamscaleError(Exception):
 
 class ConfigError(StreamscaleError):
     """A setting the process cannot start with; the message says what to change."""
+
+
+class Interrupted(StreamscaleError):
+    """SIGINT or SIGTERM ended a run early, after it said how far it got (exit 130)."""
 
 
 class TransientError(StreamscaleError):

@@ -538,6 +538,35 @@ async def test_a_destroyed_group_is_not_recreated_at_the_start_of_a_stream_with_
         assert h.status(kmock, "orders")["lag"] == 0
 
 
+async def test_a_group_lost_with_its_stream_is_recreated_and_not_reported(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    """As after a Redis restarted empty: nothing to replay, so the group is simply made again."""
+    stream, group = names("orders"), "writers"
+    await redis.xadd(stream, {"n": "0"})
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url)
+    )
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.status(kmock, "orders").get("lag") == 1)
+        await redis.delete(stream)
+
+        async def recreated() -> bool:
+            return [g["name"] for g in await redis.xinfo_groups(stream)] == [group.encode()]
+
+        for _ in range(100):
+            if await redis.exists(stream) and await recreated():
+                break
+            await asyncio.sleep(0.05)
+        assert await recreated()
+        await h.eventually(lambda: h.status(kmock, "orders").get("lag") == 0)
+        assert h.condition(kmock, "orders", "Degraded") != "True"
+
+
 async def test_drain_time_mode_reports_its_rates_and_scales_on_them(
     kmock: kmock.KubernetesEmulator,
     redis: aioredis.Redis,
