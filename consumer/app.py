@@ -13,15 +13,12 @@ import prometheus_client
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from streamscale.consumer.claiming import Claimer, leave_group
 from streamscale.consumer.metrics import ConsumerMetrics
-from streamscale.consumer.running import (
-    REDIS_TRANSIENT,
-    Claimer,
-    Processor,
-    Reader,
-    leave_group,
-)
+from streamscale.consumer.processing import REDIS_TRANSIENT, Processor
+from streamscale.consumer.reading import Reader
 from streamscale.consumer.settings import ConsumerSettings
+from streamscale.consumer.shutdown import Shutdown
 from streamscale.consumer.sinks.base import Sink
 from streamscale.consumer.sinks.factory import build_sink
 from streamscale.core import logs
@@ -47,7 +44,8 @@ class ConsumerApp:
         self.metrics = ConsumerMetrics(
             settings.namespace, settings.name, settings.stream, settings.group
         )
-        self.processor = Processor(settings, self.redis, self.sink, self.metrics)
+        self.shutdown = Shutdown()
+        self.processor = Processor(settings, self.redis, self.sink, self.metrics, self.shutdown)
         self.http = HealthServer(settings.http_host, settings.http_port, ready=self.ready)
         self.started = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -69,12 +67,11 @@ class ConsumerApp:
 
     def stop(self) -> None:
         """Stop reading; in-flight batches finish until the grace period runs out."""
-        if not self.processor.stopping.is_set():
+        if self.shutdown.stop():
             logger.info(
                 "stopping: no new reads, finishing in-flight batches (grace %.0fs)",
                 self.settings.shutdown_grace_seconds,
             )
-            self.processor.stopping.set()
 
     async def run(self) -> int:
         await self.http.start()  # a taken port is a ConfigError naming STREAMSCALE_HTTP_PORT
@@ -107,7 +104,7 @@ class ConsumerApp:
         sink_health = Health("database", logger)
         redis_health = Health("Redis", logger)
         sink_ready = False
-        while not self.processor.stopping.is_set():
+        while not self.shutdown.stopping.is_set():
             try:
                 if not sink_ready:
                     await self.sink.start()
@@ -129,12 +126,12 @@ class ConsumerApp:
                 redis_health.failed(exc, "starting")
             except redis_errors.ResponseError as exc:
                 raise ConfigError(redis_refusal(s, exc)) from exc
-            await backoff.sleep(self.processor.stopping)
+            await backoff.sleep(self.shutdown.stopping)
         return False
 
     async def _wait_and_drain(self) -> None:
         workers = list(self._tasks)
-        stop_wait = asyncio.ensure_future(self.processor.stopping.wait())
+        stop_wait = asyncio.ensure_future(self.shutdown.stopping.wait())
         done, _ = await asyncio.wait([*workers, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         if stop_wait not in done:
             # A worker ended without being asked to: that is a bug worth a restart.
@@ -144,13 +141,13 @@ class ConsumerApp:
         # Leave a little of the grace period for acks and closing connections.
         _, late = await asyncio.wait(workers, timeout=max(0.5, grace - 2.0))
         if late:
-            self.processor.expired.set()
+            self.shutdown.expire()
             _, late = await asyncio.wait(late, timeout=1.0)
             if late:
                 logger.warning("%d task(s) did not finish in the grace period", len(late))
                 await cancel_all(list(late))
-        if self.processor.broken is not None:
-            raise self.processor.broken
+        if self.shutdown.broken is not None:
+            raise self.shutdown.broken
         for task in workers:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise RuntimeError("a consumer task failed") from task.exception()

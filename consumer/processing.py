@@ -1,12 +1,9 @@
-"""The consumer's work loop: read the group, decode, sink, ack or dead-letter, claim the stranded.
+"""Processing one batch from read to ack: decode, sink, then ack or dead-letter atomically.
 
-Structure (one process):
-- one reader task per consumer name: its own pending entries first (ID 0), then new ones (`>`);
-- one claimer task: XAUTOCLAIM of entries idle on other consumers (the retry path);
-- every batch goes through `Processor.process`: decode, write to the sink (retrying transient
-  failures with backoff while renewing its lease on the entries), then dead-letter the rejected
-  ones atomically with their ack and ack the rest.
-Shutdown: `stop()` makes readers stop reading; in-flight batches finish until `deadline()`.
+Readers (`reading`) and the claimer (`claiming`) hand every batch to `Processor.process`: decode,
+write to the sink (retrying transient failures with backoff while renewing its lease on the
+entries), then dead-letter the rejected ones atomically with their ack and ack the rest. A retry
+gives up (`GaveUp`) once the shared `Shutdown` is past its deadline; the batch stays pending.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,17 +22,15 @@ from redis import exceptions as redis_errors
 from streamscale.consumer.messages import decode_all, split_deleted
 from streamscale.consumer.metrics import ConsumerMetrics
 from streamscale.consumer.settings import ConsumerSettings
+from streamscale.consumer.shutdown import Shutdown
 from streamscale.consumer.sinks.base import Sink, SinkResult
 from streamscale.core import constants as c
 from streamscale.core.backoff import Backoff, Health
 from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
-from streamscale.core.errors import ConfigError, TransientError
+from streamscale.core.errors import TransientError
 from streamscale.core.streams import (
     Entry,
-    ensure_group,
-    is_nogroup,
     now_millis,
-    parse_entries,
     pending_entries,
 )
 from streamscale.core.tasks import spawn
@@ -73,6 +67,7 @@ class Processor:
         redis: aioredis.Redis,
         sink: Sink,
         metrics: ConsumerMetrics,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -83,15 +78,11 @@ class Processor:
         self.redis_health = Health("Redis", logger)
         self.group_missing = ""
         """Why consuming is stopped because the group was destroyed, or empty while it is not."""
-        self.stopping = asyncio.Event()
-        self.expired = asyncio.Event()
-        """Set at the shutdown deadline: stop retrying, leave what is unfinished pending."""
+        self.shutdown = shutdown or Shutdown()
         self.last_errors: collections.OrderedDict[str, str] = collections.OrderedDict()
         """The last error of entries left pending for redelivery, oldest first (bounded)."""
         self.entry_bytes = settings.max_message_bytes
         """The size to plan reads with: the largest entry of the last read (at first the cap)."""
-        self.broken: ConfigError | None = None
-        """Why the sink cannot work any more (a column dropped under us): the process exits 2."""
 
     def read_count(self) -> int:
         """How many entries one read may take: `batch_size`, fewer when entries are large.
@@ -110,12 +101,6 @@ class Processor:
                 sum(len(k) + len(v) for k, v in fields.items()) if fields else 0
                 for _id, fields in entries
             )
-
-    def sink_broken(self, error: ConfigError) -> None:
-        """Stop consuming for good: no retry can fix the sink, the entries stay pending."""
-        if self.broken is None:
-            self.broken = error
-        self.stopping.set()
 
     def group_destroyed(self) -> None:
         """Consuming stops: say so once, in the log, the metric and `/readyz`."""
@@ -260,9 +245,9 @@ class Processor:
                 value = await call()
             except errors as exc:
                 health.failed(exc, what)
-                if self.expired.is_set():
+                if self.shutdown.expired.is_set():
                     raise GaveUp from exc
-                await backoff.sleep(self.expired)
+                await backoff.sleep(self.shutdown.expired)
                 continue
             health.recovered()
             return value
@@ -280,172 +265,3 @@ class Processor:
             await asyncio.sleep(interval)
             with contextlib.suppress(*REDIS_TRANSIENT, redis_errors.ResponseError):
                 await self.scripts.touch(self.settings.stream, self.settings.group, consumer, ids)
-
-
-class Reader:
-    """One consumer name's loop: pending entries first, then new ones."""
-
-    def __init__(self, processor: Processor, consumer: str) -> None:
-        self.p = processor
-        self.consumer = consumer
-        self.settings = processor.settings
-
-    async def run(self) -> None:
-        backoff = Backoff(base=0.1, cap=10.0)
-        cursor: str | None = "0"  # own pending entries first; None once they are done
-        while not self.p.stopping.is_set():
-            try:
-                entries = await self._read(cursor)
-                self.p.redis_health.recovered()
-                self.p.group_is_back()
-                backoff.reset()
-                if cursor is not None:
-                    if not entries:
-                        cursor = None
-                        continue
-                    cursor = entries[-1][0]
-                if cursor is not None:
-                    await self.p.process_redelivered(self.consumer, entries)
-                elif entries:
-                    await self.p.process(self.consumer, entries)
-            except GaveUp:
-                return
-            except ConfigError as exc:
-                self.p.sink_broken(exc)
-                return
-            except REDIS_TRANSIENT as exc:  # first: ReadOnlyError and TryAgainError are
-                self.p.redis_health.failed(exc, "reading")  # ResponseErrors too (failover)
-                await backoff.sleep(self.p.stopping)
-                cursor = "0"  # what was delivered but not acked is ours to finish
-            except redis_errors.ResponseError as exc:
-                if not is_nogroup(exc):
-                    raise
-                await self._recreate_group(backoff)
-                cursor = "0"
-
-    async def _read(self, cursor: str | None) -> list[Entry]:
-        s = self.settings
-        raw: Any
-        count = self.p.read_count()
-        if cursor is None:
-            raw = await self.p.redis.xreadgroup(
-                s.group, self.consumer, {s.stream: ">"}, count=count, block=s.block_ms
-            )
-        else:
-            raw = await self.p.redis.xreadgroup(
-                s.group, self.consumer, {s.stream: cursor}, count=count
-            )
-        if not raw:
-            return []
-        _stream, entries = raw[0]
-        parsed = parse_entries(entries)
-        self.p.observe(parsed)
-        return parsed
-
-    async def _recreate_group(self, backoff: Backoff) -> None:
-        """The group (or the whole stream) is gone, e.g. Redis restarted empty: recreate it.
-
-        Only when the stream is gone or empty too. A group destroyed (`XGROUP DESTROY`) on a
-        stream that still has entries would be recreated at the start ID and replay the whole
-        stream, through handlers too: consuming stops instead, until someone recreates the group
-        where it should be or empties the stream.
-        """
-        s = self.settings
-        try:
-            if await self.p.redis.xlen(s.stream) > 0:
-                self.p.group_destroyed()
-                await backoff.sleep(self.p.stopping)
-                return
-            created = await ensure_group(self.p.redis, s.stream, s.group, s.group_start_id)
-        except REDIS_TRANSIENT as exc:
-            self.p.redis_health.failed(exc, "recreating the group")
-            created = False
-        if created:
-            logger.warning(
-                "group %r on stream %r was missing (Redis restarted empty?); recreated it at %s",
-                s.group, s.stream, s.group_start_id,
-            )  # fmt: skip
-        await backoff.sleep(self.p.stopping)
-
-
-class Claimer:
-    """The retry path: claims entries idle on other consumers, dead-letters the exhausted."""
-
-    def __init__(self, processor: Processor, consumer: str) -> None:
-        self.p = processor
-        self.consumer = consumer
-        self.settings = processor.settings
-        self.deleted_total = 0
-        """Entries XAUTOCLAIM reported as deleted from the stream while pending."""
-
-    async def run(self) -> None:
-        interval = self.settings.claim_interval_ms / 1000
-        while not self.p.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.p.stopping.wait(), interval)
-            if self.p.stopping.is_set():
-                return
-            if not self.p.sink_health.ok:
-                continue  # claiming now would only raise delivery counts towards dead-lettering
-            try:
-                await self.sweep()
-            except GaveUp:
-                return
-            except ConfigError as exc:
-                self.p.sink_broken(exc)
-                return
-            except REDIS_TRANSIENT as exc:  # before ResponseError, as in Reader.run
-                self.p.redis_health.failed(exc, "claiming")
-            except redis_errors.ResponseError as exc:
-                if not is_nogroup(exc):
-                    raise
-
-    async def sweep(self, max_pages: int = 20) -> int:
-        """One pass of XAUTOCLAIM over the pending list; returns how many entries it took."""
-        s = self.settings
-        cursor, taken = "0-0", 0
-        for _ in range(max_pages):
-            if self.p.stopping.is_set():
-                break  # claiming now would only raise delivery counts and strand entries
-            raw: Any = await self.p.redis.xautoclaim(
-                s.stream, s.group, self.consumer, s.claim_idle_ms, cursor,
-                count=self.p.read_count(),
-            )  # fmt: skip
-            cursor = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
-            entries = parse_entries(raw[1])
-            self.p.observe(entries)
-            deleted = [i.decode() if isinstance(i, bytes) else str(i) for i in raw[2]]
-            if deleted:
-                # Redis already dropped these from the pending list; record them, or they vanish.
-                self.deleted_total += len(deleted)
-                # XAUTOCLAIM has already dropped them: retry the record, or it is lost for good.
-                record = functools.partial(
-                    self.p.scripts.record_deleted,
-                    s.stream, s.dead_letter, s.group, self.consumer, deleted,
-                )  # fmt: skip
-                await self.p.retrying(record, "recording deleted entries")
-                self.p.metrics.dead_lettered.inc(len(deleted))
-            if entries:
-                taken += len(entries)
-                self.p.metrics.retried.inc(len(entries))
-                await self.p.process_redelivered(self.consumer, entries)
-            if cursor == "0-0":
-                break
-        return taken
-
-
-async def leave_group(processor: Processor, consumers: list[str]) -> None:
-    """Delete our consumers from the group, each only if nothing is pending on it."""
-    s = processor.settings
-    for consumer in consumers:
-        try:
-            pending = await processor.scripts.leave(s.stream, s.group, consumer)
-        except (*REDIS_TRANSIENT, redis_errors.ResponseError) as exc:
-            logger.warning("could not leave the group as %s: %s", consumer, exc)
-            continue
-        if pending > 0:
-            logger.warning(
-                "consumer %s keeps %d pending entries in group %r; another consumer or the "
-                "operator will claim them",
-                consumer, pending, s.group,
-            )  # fmt: skip
