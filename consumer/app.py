@@ -15,7 +15,7 @@ from redis import exceptions as redis_errors
 
 from streamscale.consumer.claiming import Claimer, leave_group
 from streamscale.consumer.metrics import ConsumerMetrics
-from streamscale.consumer.processing import REDIS_TRANSIENT, Processor
+from streamscale.consumer.processing import Processor
 from streamscale.consumer.reading import Reader
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.shutdown import Shutdown
@@ -23,7 +23,7 @@ from streamscale.consumer.sinks.base import Sink
 from streamscale.consumer.sinks.factory import build_sink
 from streamscale.core import logs
 from streamscale.core.backoff import Backoff, Health
-from streamscale.core.errors import ConfigError, TransientError
+from streamscale.core.errors import REDIS_RETRYABLE, ConfigError, TransientError
 from streamscale.core.serving import HealthServer
 from streamscale.core.streams import connect, ensure_group
 from streamscale.core.tasks import cancel_all, spawn
@@ -42,7 +42,7 @@ class ConsumerApp:
         self.redis: aioredis.Redis = connect(settings.redis_url.get_secret_value())
         self.sink: Sink = build_sink(settings, self.redis)
         self.metrics = ConsumerMetrics(
-            settings.namespace, settings.name, settings.stream, settings.group
+            settings.namespace, settings.name, settings.streams, settings.group
         )
         self.shutdown = Shutdown()
         self.processor = Processor(settings, self.redis, self.sink, self.metrics, self.shutdown)
@@ -55,13 +55,13 @@ class ConsumerApp:
         if not self.started.is_set():
             return "starting"
         if self.processor.group_missing:
-            return self.processor.group_missing
+            return self.processor.not_consuming
         try:
             # Well within the kubelet's default probe timeout (1 s), with the database's check.
             await asyncio.wait_for(self.redis.ping(), 0.5)
         except TimeoutError:
             return "Redis did not answer within 0.5 s (hung or overloaded)"
-        except REDIS_TRANSIENT as exc:
+        except REDIS_RETRYABLE as exc:
             return f"Redis: {type(exc).__name__}: {exc}"
         return await self.sink.ping()
 
@@ -87,8 +87,8 @@ class ConsumerApp:
             tune_gc()
             self.started.set()
             logger.info(
-                "consuming %r as group %r, consumer(s) %s, into %s",
-                self.settings.stream, self.settings.group, ", ".join(names),
+                "consuming %s as group %r, consumer(s) %s, into %s",
+                ", ".join(map(repr, self.settings.streams)), self.settings.group, ", ".join(names),
                 type(self.sink).__name__,
             )  # fmt: skip
             await self._wait_and_drain()
@@ -104,28 +104,30 @@ class ConsumerApp:
         sink_health = Health("database", logger)
         redis_health = Health("Redis", logger)
         sink_ready = False
+        stream = s.streams[0]
         while not self.shutdown.stopping.is_set():
             try:
                 if not sink_ready:
                     await self.sink.start()
                     sink_ready = True
                     sink_health.recovered()
-                await ensure_group(self.redis, s.stream, s.group, s.group_start_id)
+                for stream in s.streams:
+                    await ensure_group(self.redis, stream, s.group, s.group_start_id)
                 redis_health.recovered()
                 return True
             except TransientError as exc:
                 sink_health.failed(exc, "starting")
             except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
-                # Before REDIS_TRANSIENT, whose ConnectionError they subclass: retrying the same
+                # Before REDIS_RETRYABLE, whose ConnectionError they subclass: retrying the same
                 # credentials cannot succeed (PostgreSQL's refusal is a config error too).
                 raise ConfigError(
                     f"Redis refused the credentials in STREAMSCALE_REDIS_URL: {exc} Nothing is "
                     "consumed; fix the user name and password (or the user's ACL) and start again."
                 ) from exc
-            except REDIS_TRANSIENT as exc:
+            except REDIS_RETRYABLE as exc:
                 redis_health.failed(exc, "starting")
             except redis_errors.ResponseError as exc:
-                raise ConfigError(redis_refusal(s, exc)) from exc
+                raise ConfigError(redis_refusal(s, stream, exc)) from exc
             await backoff.sleep(self.shutdown.stopping)
         return False
 
@@ -161,12 +163,14 @@ class ConsumerApp:
         await self.http.close()
 
 
-def redis_refusal(settings: ConsumerSettings, error: redis_errors.ResponseError) -> str:
-    """What a Redis error reply at start-up means for the user, and what to change."""
+def redis_refusal(
+    settings: ConsumerSettings, stream: str, error: redis_errors.ResponseError
+) -> str:
+    """What a Redis error reply at start-up (setting up `stream`) means, and what to change."""
     text = str(error)  # in a pipeline the reply is prefixed ("Command # 1 (...) ..."): search
     if "WRONGTYPE" in text:
         return (
-            f"Redis key {settings.stream!r} is not a stream (it holds another type), so it cannot "
+            f"Redis key {stream!r} is not a stream (it holds another type), so it cannot "
             "be consumed. Set STREAMSCALE_STREAM to the stream's key, or delete that key if it "
             "is left over."
         )
@@ -176,7 +180,7 @@ def redis_refusal(settings: ConsumerSettings, error: redis_errors.ResponseError)
             "Redis server (it has fewer `databases`); use one it has, e.g. /0."
         )
     return (
-        f"Redis refused to set up group {settings.group!r} on stream {settings.stream!r}: {text}."
+        f"Redis refused to set up group {settings.group!r} on stream {stream!r}: {text}."
         " Nothing is consumed; check the Redis user's permissions and the stream key."
     )
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from streamscale.consumer.processing import REDIS_TRANSIENT, GaveUp, Processor
-from streamscale.core.errors import ConfigError
-from streamscale.core.streams import is_nogroup, parse_entries
+from streamscale.consumer.processing import GaveUp, Processor, redis_denied
+from streamscale.core.errors import REDIS_DENIED, REDIS_RETRYABLE, ConfigError
+from streamscale.core.streams import as_str, is_nogroup, parse_entries, pending_entries
 
 logger = logging.getLogger(__name__)
 
@@ -48,58 +48,117 @@ class Claimer:
             except ConfigError as exc:
                 self.p.shutdown.fail(exc)
                 return
-            except REDIS_TRANSIENT as exc:  # before ResponseError, as in Reader.run
+            except REDIS_DENIED as exc:  # before REDIS_RETRYABLE: some derive from ConnectionError
+                self.p.shutdown.fail(redis_denied(exc))
+                return
+            except REDIS_RETRYABLE as exc:  # before ResponseError, as in Reader.run
                 self.p.redis_health.failed(exc, "claiming")
             except redis_errors.ResponseError as exc:
                 if not is_nogroup(exc):
                     raise
 
     async def sweep(self, max_pages: int = 20) -> int:
-        """One pass of XAUTOCLAIM over the pending list; returns how many entries it took."""
+        """One pass of XAUTOCLAIM over every stream's pending list; how many entries it took."""
+        taken = 0
+        for stream in self.settings.streams:
+            if self.p.shutdown.stopping.is_set():
+                break  # claiming now would only raise delivery counts and strand entries
+            try:
+                taken += await self._sweep(stream, max_pages)
+            except redis_errors.ResponseError as exc:
+                if not is_nogroup(exc) or isinstance(exc, REDIS_RETRYABLE):
+                    raise  # NOGROUP: the readers recreate the group (or report it missing)
+        return taken
+
+    async def _sweep(self, stream: str, max_pages: int) -> int:
         s = self.settings
+        metrics = self.p.metrics.of(stream)
         cursor, taken = "0-0", 0
         for _ in range(max_pages):
             if self.p.shutdown.stopping.is_set():
-                break  # claiming now would only raise delivery counts and strand entries
+                break
             raw: Any = await self.p.redis.xautoclaim(
-                s.stream, s.group, self.consumer, s.claim_idle_ms, cursor,
+                stream, s.group, self.consumer, s.claim_idle_ms, cursor,
                 count=self.p.read_count(),
             )  # fmt: skip
-            cursor = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
+            cursor = as_str(raw[0])
             entries = parse_entries(raw[1])
             self.p.observe(entries)
-            deleted = [i.decode() if isinstance(i, bytes) else str(i) for i in raw[2]]
+            deleted = [as_str(i) for i in raw[2]]
             if deleted:
                 # Redis already dropped these from the pending list; record them, or they vanish.
                 self.deleted_total += len(deleted)
                 # XAUTOCLAIM has already dropped them: retry the record, or it is lost for good.
                 record = functools.partial(
                     self.p.scripts.record_deleted,
-                    s.stream, s.dead_letter, s.group, self.consumer, deleted,
+                    stream, s.dead_letter_for(stream), s.group, self.consumer, deleted,
                 )  # fmt: skip
                 await self.p.retrying(record, "recording deleted entries")
-                self.p.metrics.dead_lettered.inc(len(deleted))
+                metrics.dead_lettered.inc(len(deleted))
             if entries:
                 taken += len(entries)
-                self.p.metrics.retried.inc(len(entries))
-                await self.p.process_redelivered(self.consumer, entries)
+                metrics.retried.inc(len(entries))
+                await self.p.process_redelivered(self.consumer, stream, entries)
             if cursor == "0-0":
                 break
         return taken
 
 
+LEAVE_ERRORS: tuple[type[BaseException], ...] = (*REDIS_RETRYABLE, redis_errors.ResponseError)
+"""On the way out, any Redis failure is logged and the next consumer name is tried."""
+
+HAND_BACK_PAGE = 1000
+HAND_BACK_PAGES = 100
+"""At most this many pages of pending entries are handed back on the way out."""
+
+
 async def leave_group(processor: Processor, consumers: list[str]) -> None:
-    """Delete our consumers from the group, each only if nothing is pending on it."""
+    """On the way out: hand back what is still pending on our consumers, then leave the group.
+
+    A consumer is deleted from the group only if nothing is pending on it (XGROUP DELCONSUMER
+    would drop its entries). What is still pending (a batch that gave up at the shutdown
+    deadline) is handed back first, made claimable at once instead of after `claim_idle_ms`.
+    """
     s = processor.settings
-    for consumer in consumers:
-        try:
-            pending = await processor.scripts.leave(s.stream, s.group, consumer)
-        except (*REDIS_TRANSIENT, redis_errors.ResponseError) as exc:
-            logger.warning("could not leave the group as %s: %s", consumer, exc)
-            continue
-        if pending > 0:
-            logger.warning(
-                "consumer %s keeps %d pending entries in group %r; another consumer or the "
-                "operator will claim them",
-                consumer, pending, s.group,
-            )  # fmt: skip
+    for stream in s.streams:
+        for consumer in consumers:
+            try:
+                handed = await hand_back(processor, stream, consumer)
+                pending = await processor.scripts.leave(stream, s.group, consumer)
+            except LEAVE_ERRORS as exc:
+                logger.warning("could not leave the group as %s on %r: %s", consumer, stream, exc)
+                continue
+            if pending > 0:
+                logger.warning(
+                    "consumer %s keeps %d pending entries of %r in group %r (%d handed back: "
+                    "other consumers claim them at their next look, the operator dead-letters "
+                    "what nobody takes)",
+                    consumer, pending, stream, s.group, handed,
+                )  # fmt: skip
+
+
+async def hand_back(processor: Processor, stream: str, consumer: str) -> int:
+    """Make `consumer`'s pending entries of `stream` claimable now; how many.
+
+    `XCLAIM ... IDLE <claim_idle_ms> JUSTID` to the same consumer sets their idle time as if
+    they had waited the whole claim period, without counting a delivery: live consumers'
+    claimers (every `claim_interval_ms`) take them at their next look. Without this, a pod
+    scaled in while holding entries left them stranded for `claim_idle_ms`.
+    """
+    s = processor.settings
+    handed, start = 0, "-"
+    for _ in range(HAND_BACK_PAGES):
+        page = await pending_entries(
+            processor.redis, stream, s.group, count=HAND_BACK_PAGE, start=start, consumer=consumer
+        )
+        if not page:
+            break
+        ids: list[Any] = [entry.id for entry in page]  # redis-py types the IDs invariantly
+        await processor.redis.xclaim(
+            stream, s.group, consumer, 0, ids, idle=s.claim_idle_ms, justid=True
+        )
+        handed += len(ids)
+        if len(page) < HAND_BACK_PAGE:
+            break
+        start = "(" + ids[-1]
+    return handed
