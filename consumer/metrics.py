@@ -15,11 +15,25 @@ FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 E2E_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
+class StreamMetrics:
+    """The children of every family bound to one stream's label values."""
+
+    def __init__(self, families: ConsumerMetrics, values: tuple[str, str, str, str]) -> None:
+        self.stored = families.messages.labels(*values, c.OUTCOME_STORED)
+        self.dead_lettered = families.messages.labels(*values, c.OUTCOME_DEAD_LETTERED)
+        self.retried = families.messages.labels(*values, c.OUTCOME_RETRIED)
+        self.batch_seconds = families.batch.labels(*values)
+        self.sink_seconds = families.sink.labels(*values)
+        self.end_to_end_seconds = families.end_to_end.labels(*values)
+        self.inflight_messages = families.inflight.labels(*values)
+        self.group_missing = families.missing.labels(*values)
+
+
 class ConsumerMetrics:
-    """The metric families, and children bound to one consumer's label values."""
+    """The metric families, and children bound to each stream this consumer reads."""
 
     def __init__(
-        self, namespace: str, name: str, stream: str, group: str,
+        self, namespace: str, name: str, streams: list[str], group: str,
         registry: CollectorRegistry = REGISTRY,
     ) -> None:  # fmt: skip
         self.messages = _family(
@@ -46,15 +60,14 @@ class ConsumerMetrics:
             "1 while consuming is stopped: the group was destroyed, the stream still has entries.",
             LABELS,
         )  # fmt: skip
-        values = (namespace, name, stream, group)
-        self.stored = self.messages.labels(*values, c.OUTCOME_STORED)
-        self.dead_lettered = self.messages.labels(*values, c.OUTCOME_DEAD_LETTERED)
-        self.retried = self.messages.labels(*values, c.OUTCOME_RETRIED)
-        self.batch_seconds = self.batch.labels(*values)
-        self.sink_seconds = self.sink.labels(*values)
-        self.end_to_end_seconds = self.end_to_end.labels(*values)
-        self.inflight_messages = self.inflight.labels(*values)
-        self.group_missing = self.missing.labels(*values)
+        # Bound up front: every stream's series exist (at 0) from the start.
+        self.streams = {
+            stream: StreamMetrics(self, (namespace, name, stream, group)) for stream in streams
+        }
+
+    def of(self, stream: str) -> StreamMetrics:
+        """The children of `stream` (one of the streams given at start)."""
+        return self.streams[stream]
 
 
 _FAMILIES: dict[tuple[int, str], Counter | Gauge | Histogram] = {}

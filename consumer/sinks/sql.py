@@ -29,6 +29,7 @@ from streamscale.consumer.sinks.base import SinkResult
 from streamscale.consumer.sinks.models import (
     OWNERS_TABLE,
     check_owner,
+    check_streams,
     conflict_columns,
     owners,
     shares_identity,
@@ -154,7 +155,7 @@ class PostgresSink(SqlSinkBase):
         self,
         url: str,
         model: type[SQLModel],
-        stream: str,
+        streams: list[str],
         pool_size: int,
         *,
         add_missing_columns: bool = False,
@@ -164,8 +165,9 @@ class PostgresSink(SqlSinkBase):
         self.timeout = timeout
         self.add_missing_columns = add_missing_columns
         self.model = model
-        self.stream = stream
-        self.builder = RowBuilder(model, stream, json_as_text=True)
+        self.stream = streams[0]
+        self.builder = RowBuilder(model, json_as_text=True)
+        check_streams(model, self.builder.table, streams)
         self.pool_size = pool_size
         self.pool: asyncpg.Pool | None = None
         table = self.builder.table
@@ -355,14 +357,20 @@ class SqliteSink(SqlSinkBase):
     """
 
     def __init__(
-        self, url: str, model: type[SQLModel], stream: str, *, add_missing_columns: bool = False
+        self,
+        url: str,
+        model: type[SQLModel],
+        streams: list[str],
+        *,
+        add_missing_columns: bool = False,
     ) -> None:
         self.add_missing_columns = add_missing_columns
         _scheme, sep, rest = url.partition("://")
         self.url = "sqlite+aiosqlite" + sep + rest
         self.model = model
-        self.stream = stream
-        self.builder = RowBuilder(model, stream, json_as_text=False)
+        self.stream = streams[0]
+        self.builder = RowBuilder(model, json_as_text=False)
+        check_streams(model, self.builder.table, streams)
         table = self.builder.table
         self.stmt = sqlite.insert(table).on_conflict_do_nothing(
             index_elements=conflict_columns(table)

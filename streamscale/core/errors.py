@@ -12,6 +12,8 @@ from redis.exceptions import (
     AuthorizationError,
     BusyLoadingError,
     NoPermissionError,
+    ReadOnlyError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -47,10 +49,14 @@ REDIS_RETRYABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,
+    ReadOnlyError,
+    TryAgainError,
     OSError,
     TimeoutError,
 )
-"""Redis did not answer, or is still loading its data: retrying with backoff is all to do."""
+"""Redis did not answer, is still loading its data, or is in a failover (a demoted master
+answers READONLY; a cluster slot in migration TRYAGAIN): retrying with backoff is all to do.
+Catch `REDIS_DENIED` first: redis-py derives some refusals from ConnectionError."""
 
 REDIS_DENIED: tuple[type[BaseException], ...] = (
     AuthenticationError,

@@ -99,7 +99,7 @@ field_maps = st.one_of(
 )  # fmt: skip
 
 
-EVENTS = RowBuilder(StreamEvent, "s", json_as_text=True)
+EVENTS = RowBuilder(StreamEvent, json_as_text=True)
 
 
 @FUZZ
@@ -160,7 +160,7 @@ payloads = st.one_of(
 )  # fmt: skip
 
 
-PRODUCTS = RowBuilder(Product, "s", json_as_text=True)
+PRODUCTS = RowBuilder(Product, json_as_text=True)
 
 
 def _messages(items: list[dict[str, Any]]) -> list[Message]:
@@ -175,7 +175,7 @@ def test_row_builder_never_raises_and_accounts_for_every_message(
     messages = _messages(items)
     for builder in (
         PRODUCTS,
-        RowBuilder(Product, "s", json_as_text=False),
+        RowBuilder(Product, json_as_text=False),
         EVENTS,
     ):
         rows, ids, rejected = builder.build(messages)
@@ -201,7 +201,7 @@ class DefaultedProduct(SQLModel, table=True):
     note: str = "none"
 
 
-DEFAULTED = RowBuilder(DefaultedProduct, "s", json_as_text=True)
+DEFAULTED = RowBuilder(DefaultedProduct, json_as_text=True)
 
 
 @settings(FUZZ, max_examples=120)

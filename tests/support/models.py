@@ -51,3 +51,17 @@ class ShortCode(SQLModel, table=True):
 
     stream_id: str = Field(primary_key=True)
     code: str = Field(sa_column=sa.Column(sa.String(8), nullable=False))
+
+
+class StreamProduct(SQLModel, table=True):
+    """Identity (stream, stream_id): several streams may feed it, their entry IDs repeating."""
+
+    __tablename__ = "stream_products"
+
+    stream: str = Field(primary_key=True)
+    stream_id: str = Field(primary_key=True)
+    sku: str = Field(max_length=64)
+    name: str
+    price: Decimal = Field(max_digits=12, decimal_places=2)
+    url: str
+    created_at: datetime.datetime
