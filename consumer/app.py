@@ -22,7 +22,7 @@ from streamscale.consumer.sinks.base import Sink
 from streamscale.consumer.sinks.factory import build_sink
 from streamscale.core import logs
 from streamscale.core.backoff import Backoff, Health
-from streamscale.core.errors import REDIS_RETRYABLE, ConfigError, TransientError
+from streamscale.core.errors import EXIT_CONFIG, REDIS_RETRYABLE, ConfigError, TransientError
 from streamscale.core.serving import HealthServer
 from streamscale.core.streams import connect, ensure_group
 from streamscale.core.tasks import cancel_all, spawn, stop_on_signals
@@ -30,7 +30,6 @@ from streamscale.core.tasks import cancel_all, spawn, stop_on_signals
 logger = logging.getLogger("streamscale.consumer")
 
 EXIT_OK = 0
-EXIT_CONFIG = 2
 
 
 class ConsumerApp:

@@ -19,7 +19,14 @@ from redis import exceptions as redis_errors
 from streamscale.consumer.processing import GaveUp, Processor, redis_denied
 from streamscale.core.backoff import Backoff
 from streamscale.core.errors import REDIS_DENIED, REDIS_RETRYABLE, ConfigError
-from streamscale.core.streams import Entry, as_str, ensure_group, is_nogroup, parse_entries
+from streamscale.core.streams import (
+    Entry,
+    Recreated,
+    as_str,
+    is_nogroup,
+    parse_entries,
+    recreate_group_if_empty,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -123,31 +130,21 @@ class Reader:
     async def _recreate_group(self, stream: str) -> None:
         s = self.settings
         try:
-            if await self._has_group(stream):
-                self.p.group_is_back(stream)
-                return
-            if await self.p.redis.xlen(stream) > 0:
-                self.p.group_destroyed(stream)
-                return
-            created = await ensure_group(self.p.redis, stream, s.group, s.group_start_id)
+            outcome = await recreate_group_if_empty(self.p.redis, stream, s.group, s.group_start_id)
         except REDIS_DENIED:
             raise
         except REDIS_RETRYABLE as exc:
             self.p.redis_health.failed(exc, "recreating the group")
             return
-        if created:
+        if outcome is Recreated.REFUSED:
+            self.p.group_destroyed(stream)
+            return
+        if outcome is Recreated.CREATED:
             logger.warning(
                 "group %r on stream %r was missing (Redis restarted empty?); recreated it at %s",
                 s.group, stream, s.group_start_id,
             )  # fmt: skip
         self.p.group_is_back(stream)
-
-    async def _has_group(self, stream: str) -> bool:
-        try:
-            groups: Any = await self.p.redis.xinfo_groups(stream)
-        except redis_errors.ResponseError:  # no such key
-            return False
-        return any(as_str(g.get("name", g.get(b"name"))) == self.settings.group for g in groups)
 
     async def _recheck_missing(self) -> None:
         """Now and then, see whether a destroyed group is back (someone recreated it)."""
