@@ -342,6 +342,9 @@ class PostgresSink(SqlSinkBase):
                 )
         except _CANNOT_STORE_PG as exc:
             return cannot_store(exc)
+        except asyncpg.exceptions.PostgresError as exc:
+            # Not a type question (a GENERATED ALWAYS column, ...): the batch insert reports it.
+            logger.debug("column %s not judged: %s", column, exc)
         return None
 
     async def _claim_table(self, conn: asyncpg.Connection) -> None:
