@@ -2,8 +2,10 @@
 
 import datetime
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
 
@@ -65,3 +67,18 @@ class StreamProduct(SQLModel, table=True):
     price: Decimal = Field(max_digits=12, decimal_places=2)
     url: str
     created_at: datetime.datetime
+
+
+class Reading(SQLModel, table=True):
+    """A column of each kind an older table can have the wrong type for (issue 10)."""
+
+    __tablename__ = "readings"
+
+    stream_id: str = Field(primary_key=True)
+    sensor: str = Field(max_length=32)
+    count: int
+    value: Decimal = Field(max_digits=10, decimal_places=3)
+    measured_at: datetime.datetime = Field(
+        sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    labels: dict[str, Any] = Field(sa_column=sa.Column(postgresql.JSONB, nullable=False))
