@@ -30,6 +30,7 @@ from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
 from streamscale.core.errors import REDIS_DENIED, REDIS_RETRYABLE, ConfigError, TransientError
 from streamscale.core.streams import (
     Entry,
+    id_millis,
     now_millis,
     pending_entries,
 )
@@ -140,11 +141,12 @@ class Processor:
         live, deleted = split_deleted(entries)
         messages = decode_all(live, self.settings.max_message_bytes, stream)
         dead = [DeadLetter(m.id, c.REASON_INVALID, m.error) for m in messages if m.error]
-        dead += [
-            DeadLetter(i, c.REASON_DELETED, "entry deleted from the stream while pending")
-            for i in deleted
-        ]
-        good = [m for m in messages if m.error is None]
+        if deleted:
+            dead += [
+                DeadLetter(i, c.REASON_DELETED, "entry deleted from the stream while pending")
+                for i in deleted
+            ]
+        good = [m for m in messages if m.error is None] if dead else messages
         metrics.inflight_messages.inc(len(entries))
         # Only live entries: XCLAIM of an entry deleted from the stream drops it from the
         # pending list, and its `deleted` record would then never be written.
@@ -153,8 +155,12 @@ class Processor:
             result = await self._write(good, metrics) if good else SinkResult()
             dead += [DeadLetter(i, c.REASON_INVALID, err) for i, err in result.rejected.items()]
             rejected = {d.id for d in dead}
-            done = [m for m in good if m.id not in rejected and m.id not in result.retry]
-            self._remember_errors(result.errors, [*rejected, *(m.id for m in done)])
+            if rejected or result.retry:
+                done = [m for m in good if m.id not in rejected and m.id not in result.retry]
+            else:
+                done = good
+            if self.last_errors or result.errors:
+                self._remember_errors(result.errors, [*rejected, *(m.id for m in done)])
             moved = await self.retrying(lambda: self._finish(stream, done, dead), "ack")
         finally:
             # Wait until the lease is really over: a renewal still under way (a connection being
@@ -163,8 +169,9 @@ class Processor:
             await asyncio.wait([lease], timeout=1.0)
             metrics.inflight_messages.dec(len(entries))
         now_ms = now_millis()
-        for m in done:
-            metrics.end_to_end_seconds.observe(max(0, now_ms - m.produced_ms) / 1000)
+        metrics.end_to_end_seconds.observe_many(
+            [max(0, now_ms - id_millis(m.id)) / 1000 for m in done]
+        )
         metrics.stored.inc(len(done))
         metrics.dead_lettered.inc(moved.dead_lettered)
         metrics.batch_seconds.observe(time.perf_counter() - started)
