@@ -7,6 +7,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
 from streamscale.core.settings import StreamscaleSettings, check_url
+from streamscale.core.shards import shard_streams
 
 
 def default_consumer_name() -> str:
@@ -28,6 +29,12 @@ class ConsumerSettings(StreamscaleSettings):
         "events",
         min_length=1,
         description="The stream to read; several streams: their names separated by commas.",
+    )
+    shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="The stream is sharded: read its shards `{stream:0}` .. `{stream:N-1}`.",
     )
     group: str = Field(
         "streamscale", min_length=1, description="The consumer group to read through."
@@ -111,6 +118,11 @@ class ConsumerSettings(StreamscaleSettings):
     def _defaults(self) -> "ConsumerSettings":
         if self.model and self.handler:
             raise ValueError("set STREAMSCALE_MODEL or STREAMSCALE_HANDLER, not both")
+        if self.shards > 1 and "," in self.stream:
+            raise ValueError(
+                "STREAMSCALE_SHARDS shards one logical stream: set STREAMSCALE_STREAM to its name"
+                " (the shards are `{name:0}` .. `{name:N-1}`), not to several streams"
+            )
         if self.dead_letter_stream and len(self.streams) > 1:
             raise ValueError(
                 "STREAMSCALE_DEAD_LETTER_STREAM names one stream, but several streams are read: "
@@ -122,7 +134,9 @@ class ConsumerSettings(StreamscaleSettings):
 
     @property
     def streams(self) -> list[str]:
-        """The streams to read, in the order given (one, usually)."""
+        """The streams to read, in the order given (one, usually), or every shard's."""
+        if self.shards > 1:
+            return shard_streams(self.stream, self.shards)
         return self.stream.split(",")
 
     def dead_letter_for(self, stream: str) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
+from streamscale.core.shards import MAX_SHARDS, logical_stream, shard_streams
 from streamscale.operator import constants
 from streamscale.operator.scaling import Policy
 
@@ -90,10 +91,17 @@ class ConsumerSpec:
     retention: Retention | None
     creation_timestamp: str = ""
     """`metadata.creationTimestamp`: the older of two conflicting StreamConsumers wins."""
+    shards: int = 1
+    """`spec.shards`: `streams` are the shards `{stream:0}` .. of one logical stream."""
 
     @property
     def stream(self) -> str:
-        """The streams as the consumers' STREAMSCALE_STREAM reads them (comma-separated)."""
+        """The streams as the consumers' STREAMSCALE_STREAM reads them (comma-separated), or
+        the logical stream's name when sharded (with STREAMSCALE_SHARDS)."""
+        if self.shards > 1:
+            logical = logical_stream(self.streams[0])
+            assert logical is not None
+            return logical[0]
         return ",".join(self.streams)
 
     def dead_letter_for(self, stream: str) -> str:
@@ -130,6 +138,11 @@ def _streams(spec: Mapping[str, Any]) -> tuple[str, ...]:
     one, many = spec.get("stream"), spec.get("streams")
     if bool(one) == bool(many):
         raise SpecError("set spec.stream (one stream) or spec.streams (several), exactly one")
+    shards = _shards(spec)
+    if shards > 1:
+        if many:
+            raise SpecError("spec.shards shards one logical stream: use spec.stream, not streams")
+        return tuple(shard_streams(str(one), shards))
     names = [str(one)] if one else [str(name) for name in many or ()]
     if not all(names):
         raise SpecError("spec.streams has an empty stream name")
@@ -138,6 +151,13 @@ def _streams(spec: Mapping[str, Any]) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise SpecError("spec.streams names a stream twice")
     return tuple(names)
+
+
+def _shards(spec: Mapping[str, Any]) -> int:
+    raw = spec.get("shards", 1)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_SHARDS:
+        raise SpecError(f"spec.shards must be a whole number within 1..{MAX_SHARDS}, got {raw!r}")
+    return raw
 
 
 def _dead_letter_stream(dead_letter: Mapping[str, Any], streams: tuple[str, ...]) -> str | None:
@@ -227,6 +247,7 @@ def parse(
         idle_seconds=float(dead_letter.get("idleSeconds", constants.DEFAULT_IDLE_SECONDS)),
         retention=retention,
         creation_timestamp=creation_timestamp,
+        shards=_shards(spec),
     )
 
 

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from streamscale.core.constants import DATA_FIELD
 from streamscale.core.errors import REDIS_RETRYABLE
+from streamscale.core.shards import shard_stream, shard_streams
 
 PLACEHOLDER = re.compile(r"\{(n|uuid|now|rand)\}")
 POISON_PREFIX = b"not json: "
@@ -70,6 +71,9 @@ def render(template: Any, values: dict[str, Any]) -> Any:
     return template
 
 
+PRODUCT_FIELDS = ("sku", "name", "price", "url", "created_at")
+
+
 def product(n: int, rng: random.Random) -> dict[str, Any]:
     """The default payload: a product row, as a price scraper produces them."""
     return {
@@ -88,22 +92,36 @@ class Generator:
     template: dict[str, Any] | None = None
     poison_ratio: float = 0.0
     seed: int | None = None
+    key_field: str | None = None
+    """The payload field whose value is the partition key (sharded streams); None: `n`."""
     rng: random.Random = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.poison_ratio <= 1.0:
             raise TemplateError(f"--poison-ratio must be within [0, 1], got {self.poison_ratio}")
         self.rng = random.Random(self.seed)
+        fields = PRODUCT_FIELDS if self.template is None else tuple(self.template)
+        if self.key_field is not None and self.key_field not in fields:
+            raise TemplateError(
+                f"--key-field {self.key_field!r} is not a field of the payload"
+                f" ({', '.join(fields)})"
+            )
 
     def fields(self, n: int) -> tuple[dict[str, bytes], bool]:
         """The entry's fields and whether it is poison."""
+        fields, poison, _key = self.entry(n)
+        return fields, poison
+
+    def entry(self, n: int) -> tuple[dict[str, bytes], bool, str]:
+        """The entry's fields, whether it is poison, and its partition key."""
         if self.poison_ratio and self.rng.random() < self.poison_ratio:
-            return {DATA_FIELD: POISON_PREFIX + str(n).encode()}, True
+            return {DATA_FIELD: POISON_PREFIX + str(n).encode()}, True, str(n)
         if self.template is None:
             payload = product(n, self.rng)
         else:
             payload = render(self.template, _placeholders(n, self.rng))
-        return {DATA_FIELD: orjson.dumps(payload)}, False
+        key = str(n) if self.key_field is None else str(payload[self.key_field])
+        return {DATA_FIELD: orjson.dumps(payload)}, False, key
 
 
 @dataclasses.dataclass
@@ -119,6 +137,8 @@ class Summary:
     """Why the run ended early when Redis went away; the counts are what Redis acknowledged."""
     first_id: str | None = None
     last_id: str | None = None
+    by_shard: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Sharded runs: entries produced into each shard."""
 
     @property
     def rate(self) -> float:
@@ -143,13 +163,15 @@ async def produce(
     maxlen: int | None = None,
     progress: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
+    shards: int = 1,
 ) -> Summary:
     """Add `count` entries to `stream`; `bulk` pipelines `pipeline_size` XADDs per round trip.
 
-    `rate` (entries per second) paces the run against a fixed schedule, so a slow round trip
-    is caught up rather than accumulated. `maxlen` trims the stream approximately (`MAXLEN ~`).
-    Setting `stop` ends the run after the current round trip (cancelling a task in the middle
-    of a redis-py pipeline is not reliable).
+    With `shards` > 1, `stream` is a logical stream: each entry goes to the shard of its
+    partition key (`core.shards.shard_stream`). `rate` (entries per second) paces the run
+    against a fixed schedule, so a slow round trip is caught up rather than accumulated.
+    `maxlen` trims the stream approximately (`MAXLEN ~`). Setting `stop` ends the run after the
+    current round trip (cancelling a task in the middle of a redis-py pipeline is not reliable).
     """
     summary = Summary(stream)
     started = time.monotonic()
@@ -167,30 +189,37 @@ async def produce(
                         await asyncio.wait_for(stop.wait(), ahead)
                     if stop.is_set():
                         break
-        batch = [generator.fields(i) for i in range(n, n + size)]
+        batch = [generator.entry(i) for i in range(n, n + size)]
+        targets = [
+            stream if shards == 1 else shard_stream(stream, key, shards) for _f, _p, key in batch
+        ]
         try:
             if bulk:
                 async with redis.pipeline(transaction=False) as pipe:
-                    for fields, _poison in batch:
-                        pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+                    for target, (fields, _poison, _key) in zip(targets, batch, strict=True):
+                        pipe.xadd(target, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
                     ids = await pipe.execute()
             else:
                 fields = batch[0][0]
-                ids = [await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)]  # type: ignore[arg-type]
+                ids = [await redis.xadd(targets[0], fields, maxlen=maxlen, approximate=True)]  # type: ignore[arg-type]
         except REDIS_RETRYABLE as exc:
             # Keep what was acknowledged so far: the summary is printed either way.
             summary.error = f"lost Redis after {n} entries: {type(exc).__name__}: {exc}"
             break
         summary.first_id = summary.first_id or _text(ids[0])
         summary.last_id = _text(ids[-1])
-        summary.poison += sum(1 for _fields, poison in batch if poison)
+        summary.poison += sum(1 for _fields, poison, _key in batch if poison)
+        if shards > 1:
+            for target in targets:
+                summary.by_shard[target] = summary.by_shard.get(target, 0) + 1
         n += size
         summary.produced = n
         if progress is not None:
             progress(size)
     summary.seconds = time.monotonic() - started
     if summary.error is None:
-        summary.length = int(await redis.xlen(stream))
+        names = [stream] if shards == 1 else shard_streams(stream, shards)
+        summary.length = sum([int(await redis.xlen(name)) for name in names])
     else:
         summary.length = None
     return summary

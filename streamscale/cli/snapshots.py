@@ -20,6 +20,7 @@ from rich.text import Text
 import streamscale.core.streams
 from streamscale.core import lag
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
+from streamscale.core.shards import logical_stream
 
 DISCOVER_LIMIT = 50
 """At most this many streams are discovered with SCAN when none are named."""
@@ -58,12 +59,81 @@ class StreamRow:
 
 
 @dataclasses.dataclass
+class GroupTotal:
+    """One group summed over the shards of a logical stream."""
+
+    name: str
+    lag: int | None
+    """None when any shard's lag is unknown."""
+    lag_exact: bool
+    pending: int
+    throughput: float | None
+
+
+@dataclasses.dataclass
+class LogicalRow:
+    """A sharded stream (`{orders:0}` .. `{orders:N-1}`) as one: its shards' sums."""
+
+    stream: str
+    shards: int
+    length: int
+    dead_letter_length: int
+    groups: list[GroupTotal]
+
+
+@dataclasses.dataclass
 class Snapshot:
     at: float
     streams: list[StreamRow]
 
+    @property
+    def logical(self) -> list[LogicalRow]:
+        """The sharded streams among `streams`, each summed over the shards present."""
+        by_name: dict[str, list[StreamRow]] = {}
+        for row in self.streams:
+            parsed = logical_stream(row.stream)
+            if parsed is not None:
+                by_name.setdefault(parsed[0], []).append(row)
+        return [_logical(name, rows) for name, rows in sorted(by_name.items())]
+
     def as_dict(self) -> dict[str, Any]:
-        return {"streams": [dataclasses.asdict(row) for row in self.streams]}
+        return {
+            "streams": [dataclasses.asdict(row) for row in self.streams],
+            "logical_streams": [dataclasses.asdict(row) for row in self.logical],
+        }
+
+
+def _logical(name: str, rows: list[StreamRow]) -> LogicalRow:
+    groups: dict[str, list[GroupRow]] = {}
+    for row in rows:
+        for group in row.groups:
+            groups.setdefault(group.name, []).append(group)
+    totals = []
+    for group_name, parts in groups.items():
+        lags = [g.lag for g in parts]
+        rates = [g.throughput for g in parts]
+        totals.append(
+            GroupTotal(
+                group_name,
+                None if None in lags else sum(lag or 0 for lag in lags),
+                all(g.lag_exact for g in parts),
+                sum(g.pending for g in parts),
+                None if None in rates else sum(rate or 0.0 for rate in rates),
+            )
+        )
+    return LogicalRow(
+        name,
+        len(rows),
+        sum(row.length for row in rows),
+        sum(row.dead_letter_length for row in rows),
+        totals,
+    )
+
+
+def _order(name: str) -> tuple[str, int, str]:
+    """Shards of one logical stream together, by index; other streams by name."""
+    parsed = logical_stream(name)
+    return (parsed[0], parsed[1], name) if parsed else (name, -1, name)
 
 
 async def discover(redis: aioredis.Redis, limit: int = DISCOVER_LIMIT) -> list[str]:
@@ -75,7 +145,7 @@ async def discover(redis: aioredis.Redis, limit: int = DISCOVER_LIMIT) -> list[s
             found.add(name)
         if len(found) >= limit:
             break
-    return sorted(found)
+    return sorted(found, key=_order)
 
 
 async def _group_row(
@@ -202,6 +272,21 @@ def table(snapshot: Snapshot, title: str | None = "streamscale status") -> Table
                 consumers,
                 dlq_cell if first else Text(""),
             )
+    for total in snapshot.logical:
+        for i, group_total in enumerate(total.groups or [None]):
+            first = i == 0
+            cells = [f"{total.stream} ({total.shards} shards)", str(total.length)]
+            if group_total is None:
+                grid.add_row(*cells, "-", "-", "-", "-", "-", str(total.dead_letter_length),
+                             style="bold")  # fmt: skip
+                continue
+            lag_cell = "?" if group_total.lag is None else str(group_total.lag)
+            rate = "-" if group_total.throughput is None else f"{group_total.throughput:.0f}"
+            grid.add_row(
+                *(cells if first else ["", ""]), group_total.name, lag_cell,
+                str(group_total.pending), rate, "", str(total.dead_letter_length) if first else "",
+                style="bold",
+            )  # fmt: skip
     if estimated:
         grid.caption = "* lag is NULL in XINFO GROUPS (after XDEL/XTRIM): counted with XRANGE"
     return grid

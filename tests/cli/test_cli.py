@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from streamscale.cli import replaying, snapshots
 from streamscale.core import constants
 from streamscale.core.deadletter import DeadLetter, Scripts
+from streamscale.core.shards import shard_for, shard_streams
 from streamscale.core.streams import as_str
 from tests.support.servers import RedisServer, free_port
 
@@ -513,3 +514,50 @@ def test_consume_has_one_option_per_consumer_setting_with_its_help_text():
         assert "--" + name.replace("_", "-") in out, name
         assert f"[env STREAMSCALE_{name.upper()}]" in out, name
         assert " ".join(str(field.description).split()) in out, name
+
+
+async def test_produce_into_a_sharded_stream_routes_each_key_to_its_shard(
+    redis_server: RedisServer, redis, names
+) -> None:
+    stream = names("sharded")
+    template = '{"user": "{n}", "n": "{n}"}'
+    summary = json.loads(
+        ok(
+            cli(
+                "produce", "--stream", stream, "-c", "2000", "--mode", "bulk", "--shards", "4",
+                "--key-field", "user", "--template", template, "--json", "--no-progress",
+                redis_url=redis_server.url,
+            )
+        )
+    )  # fmt: skip
+    shards = shard_streams(stream, 4)
+    assert summary["produced"] == summary["length"] == 2000
+    assert summary["by_shard"] == {s: await redis.xlen(s) for s in shards}
+    assert all(400 < n < 600 for n in summary["by_shard"].values())
+    for index, shard in enumerate(shards):
+        users = [orjson.loads(f[b"data"])["user"] for _id, f in await redis.xrange(shard)]
+        assert all(shard_for(str(user), 4) == index for user in users)
+    assert not await redis.exists(stream)
+    bad = cli("produce", "--stream", stream, "--shards", "2", "--key-field", "nope",
+              redis_url=redis_server.url)  # fmt: skip
+    assert bad.returncode == 1 and "--key-field 'nope' is not a field" in bad.stderr
+
+
+async def test_status_shows_a_sharded_stream_as_one_with_its_shards(
+    redis_server: RedisServer, redis, names
+) -> None:
+    logical = names("sharded")
+    shards = shard_streams(logical, 3)
+    for index, shard in enumerate(shards):
+        await redis.xgroup_create(shard, "g", id="0", mkstream=True)
+        for n in range(10 * (index + 1)):
+            await redis.xadd(shard, {"n": str(n)})
+        await redis.xreadgroup("g", "c", {shard: ">"}, count=index + 1)
+    args = [a for s in shards for a in ("--stream", s)]
+    doc = json.loads(ok(cli("status", *args, "--once", "--json", redis_url=redis_server.url)))
+    (total,) = doc["logical_streams"]
+    assert total["stream"] == logical and total["shards"] == 3 and total["length"] == 60
+    (group,) = total["groups"]
+    assert group["name"] == "g" and group["pending"] == 6 and group["lag"] == 54
+    table = ok(cli("status", *args, "--once", redis_url=redis_server.url))
+    assert f"{logical} (3 shards)" in table.replace("\n", "")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from streamscale.core.shards import shard_stream, shard_streams
 from tests.consumer.test_consumer import count_rows, dead_letters, metric_value, settings
 from tests.support.consumers import ConsumerProcess, product, wait_until
 from tests.support.servers import PostgresServer, RedisServer
@@ -146,3 +147,37 @@ def test_several_streams_with_one_dead_letter_stream_are_refused(
     consumer.start(wait_ready=False)
     assert consumer.wait(30) == 2
     assert "each stream then has its own `<stream>:dlq`" in consumer.output()
+
+
+@pytest.mark.timeout(120)
+def test_a_sharded_stream_is_consumed_from_every_shard(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    logical = names("orders")
+    shards = shard_streams(logical, 4)
+    for n in range(1000):
+        key = f"customer-{n % 37}"
+        client.xadd(shard_stream(logical, key, 4), {"data": json.dumps({"key": key, "n": n})})
+    client.xadd(shards[2], {"data": b"not json"})
+    consumer = ConsumerProcess(
+        redis_url=redis_server.url, database_url=database_url, stream=logical, shards=4,
+        group="writers",
+    ).start()  # fmt: skip
+    try:
+        wait_until(
+            lambda: count_rows(postgres_server, database_url, "stream_events") == 1000, 60, 0.3
+        )
+        wait_until(lambda: client.xlen(shards[2] + ":dlq") == 1, 15, 0.2, "the poison message")
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+    db = database_url.rsplit("/", 1)[1]
+    rows = postgres_server.psql(
+        "SELECT stream, payload->>'key' FROM stream_events ORDER BY 1", db
+    ).split()
+    placed = [row.split("|") for row in rows]
+    assert {stream for stream, _key in placed} == set(shards)
+    assert all(stream == shard_stream(logical, key, 4) for stream, key in placed)
+    assert all(client.xinfo_groups(s)[0]["pending"] == 0 for s in shards)
+    assert not client.exists(logical)

@@ -332,3 +332,21 @@ def test_several_streams_parse_into_one_spec_and_contradictions_are_refused() ->
     single = parse("ns", "x", {**base, "stream": "a", "deadLetter": {"stream": "dead"}})
     env = {e["name"]: e.get("value") for e in consumer_env(single, "redis://r:6379/0")}
     assert env["STREAMSCALE_DEAD_LETTER_STREAM"] == "dead" and env["STREAMSCALE_STREAM"] == "a"
+
+
+def test_a_sharded_stream_expands_into_its_shards_and_the_consumers_get_the_count() -> None:
+    base = {"group": "g", "database": h.DATABASE}
+    parsed = parse("ns", "x", {**base, "stream": "orders", "shards": 3})
+    assert parsed.streams == ("{orders:0}", "{orders:1}", "{orders:2}")
+    assert parsed.dead_letter_for(parsed.streams[0]) == "{orders:0}:dlq"
+    env = {e["name"]: e.get("value") for e in consumer_env(parsed, "redis://r:6379/0")}
+    assert env["STREAMSCALE_STREAM"] == "orders" and env["STREAMSCALE_SHARDS"] == "3"
+    assert "STREAMSCALE_DEAD_LETTER_STREAM" not in env
+    assert parse("ns", "x", {**base, "stream": "orders"}).shards == 1
+    for bad, match in (
+        ({"streams": ["a", "b"], "shards": 2}, "not streams"),
+        ({"stream": "a", "shards": 0}, "1..1024"),
+        ({"stream": "a", "shards": 2, "deadLetter": {"stream": "d"}}, "own `<stream>:dlq`"),
+    ):
+        with pytest.raises(SpecError, match=match):
+            parse("ns", "x", {**base, **bad})

@@ -51,6 +51,12 @@ from streamscale.core.tasks import stop_on_signals
 @click.option("--poison-ratio", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Fraction of invalid (non-JSON) messages, for demos and chaos.")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Random seed, for repeatable runs.")
+@click.option("--shards", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="STREAM is sharded into {STREAM:0}..{STREAM:N-1}: each entry goes to the "
+                   "shard of its partition key (crc32 mod N).")  # fmt: skip
+@click.option("--key-field", default=None,
+              help="With --shards: the payload field holding the partition key "
+                   "(default: the message number).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 def produce(
@@ -65,6 +71,8 @@ def produce(
     maxlen: int | None,
     poison_ratio: float,
     seed: int | None,
+    shards: int,
+    key_field: str | None,
     as_json: bool,
     progress: bool,
 ) -> None:
@@ -76,7 +84,7 @@ def produce(
             except OSError as exc:
                 fail(f"cannot read the --template file: {exc}")
         parsed = producing.parse_template(template) if template is not None else None
-        generator = producing.Generator(parsed, poison_ratio, seed)
+        generator = producing.Generator(parsed, poison_ratio, seed, key_field)
     except producing.TemplateError as exc:
         fail(str(exc))
 
@@ -109,6 +117,7 @@ def produce(
                 maxlen=maxlen,
                 progress=lambda n: bar.advance(task, n),
                 stop=stop,
+                shards=shards,
             )
 
     summary = run_async(redis_url, work)
