@@ -10,7 +10,6 @@ import signal
 from typing import Any
 
 import prometheus_client
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from streamscale.consumer.metrics import ConsumerMetrics
@@ -24,11 +23,12 @@ from streamscale.consumer.running import (
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import Sink
 from streamscale.consumer.sinks.factory import build_sink
-from streamscale.core import logs
+from streamscale.core import logs, redis_urls
 from streamscale.core.backoff import Backoff, Health
+from streamscale.core.deadletter import cluster_names_problem
 from streamscale.core.errors import ConfigError, TransientError
 from streamscale.core.serving import HealthServer
-from streamscale.core.streams import connect, ensure_group
+from streamscale.core.streams import Client, connect, ensure_group
 from streamscale.core.tasks import cancel_all, spawn
 
 logger = logging.getLogger("streamscale.consumer")
@@ -42,7 +42,10 @@ class ConsumerApp:
 
     def __init__(self, settings: ConsumerSettings) -> None:
         self.settings = settings
-        self.redis: aioredis.Redis = connect(settings.redis_url.get_secret_value())
+        url = settings.redis_url.get_secret_value()
+        if redis_urls.is_cluster(url):
+            check_cluster_names(settings)
+        self.redis: Client = connect(url)
         self.sink: Sink = build_sink(settings, self.redis)
         self.metrics = ConsumerMetrics(
             settings.namespace, settings.name, settings.stream, settings.group
@@ -162,6 +165,15 @@ class ConsumerApp:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         await self.http.close()
+
+
+def check_cluster_names(settings: ConsumerSettings) -> None:
+    """Refuse, before reading anything, names a Redis Cluster cannot dead-letter between."""
+    problem = cluster_names_problem(settings.stream, settings.dead_letter, settings.group)
+    if problem:
+        raise ConfigError(
+            f"{problem} (STREAMSCALE_STREAM, STREAMSCALE_DEAD_LETTER_STREAM). Nothing is consumed."
+        )
 
 
 def redis_refusal(settings: ConsumerSettings, error: redis_errors.ResponseError) -> str:

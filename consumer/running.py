@@ -20,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from streamscale.consumer.messages import decode_all, split_deleted
@@ -32,6 +31,7 @@ from streamscale.core.backoff import Backoff, Health
 from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
 from streamscale.core.errors import ConfigError, TransientError
 from streamscale.core.streams import (
+    Client,
     Entry,
     ensure_group,
     is_nogroup,
@@ -52,8 +52,12 @@ REDIS_TRANSIENT = (
     redis_errors.ReadOnlyError,
     redis_errors.TryAgainError,
     OSError,
+    # core.errors.REDIS_CLUSTER_RETRYABLE, spelled out so that `except` can extend the tuple.
+    redis_errors.ClusterDownError,
+    redis_errors.RedisClusterException,
 )
-"""Redis errors worth retrying: the server is away, restarting or loading."""
+"""Redis errors worth retrying: the server is away, restarting or loading, or a cluster fails
+over."""
 
 
 LAST_ERRORS_KEPT = 100_000
@@ -70,7 +74,7 @@ class Processor:
     def __init__(
         self,
         settings: ConsumerSettings,
-        redis: aioredis.Redis,
+        redis: Client,
         sink: Sink,
         metrics: ConsumerMetrics,
     ) -> None:

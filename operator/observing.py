@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import redis.asyncio as aioredis
-
 from streamscale.core import lag
 from streamscale.core.streams import (
+    Client,
     ConsumerInfo,
     GroupInfo,
     consumer_infos,
@@ -43,7 +42,7 @@ class GroupMissing(Exception):
 
 
 async def observe(
-    redis: aioredis.Redis,
+    redis: Client,
     stream: str,
     group: str,
     *,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from streamscale.core.errors import REDIS_DENIED, is_redis_retryable
 from streamscale.operator.observing import GroupMissing
@@ -50,5 +50,6 @@ def classify(exc: BaseException) -> RedisFailure:
     )
 
 
-FAILURES = (RedisError, OSError, TimeoutError, GroupMissing)
-"""What a poll catches as a Redis failure (and `classify`s)."""
+FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError, GroupMissing)
+"""What a poll catches as a Redis failure (and `classify`s); redis-py's cluster client raises
+RedisClusterException, which is no RedisError, when no node answers."""

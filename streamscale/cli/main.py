@@ -21,7 +21,6 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from rich.console import Console
@@ -39,7 +38,7 @@ from streamscale.core.errors import (
 )
 from streamscale.core.imports import import_object
 from streamscale.core.settings import DEFAULT_REDIS_URL, ClientSettings, StreamscaleSettings
-from streamscale.core.streams import connect
+from streamscale.core.streams import Client, connect
 from streamscale.core.tasks import stop_on_signals
 
 T = TypeVar("T")
@@ -52,17 +51,18 @@ def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
-def open_redis(url: str) -> aioredis.Redis:
+def open_redis(url: str) -> Client:
     """A client for `url`, or a clear error when the URL is malformed."""
     try:
         return connect(url)
     except ValueError as exc:
         raise ConfigError(
-            f"invalid Redis URL {safe_url(url)!r}: {exc}. Use redis://host:6379/0"
+            f"invalid Redis URL {safe_url(url)!r}: {exc}. Use redis://host:6379/0,"
+            " redis+sentinel://host:26379/<master-name>/0 or redis+cluster://host:6379"
         ) from None
 
 
-def run_async(url: str | None, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+def run_async(url: str | None, work: Callable[[Client], Awaitable[T]]) -> T:
     """Run `work(redis)` on a fresh client, translating Redis failures into user errors.
 
     `url` is `--redis-url`; without it the URL comes from the settings sources the consumer
@@ -362,7 +362,7 @@ def produce(
 
     stop = asyncio.Event()
 
-    async def work(redis: aioredis.Redis) -> producing.Summary:
+    async def work(redis: Client) -> producing.Summary:
         # Ctrl-C or SIGTERM ends the run after the current round trip and still prints the
         # summary; so does losing Redis.
         with stop_on_signals(stop), bar:
@@ -422,10 +422,10 @@ def status(
     if as_json and not once:
         once = True
 
-    async def names(redis: aioredis.Redis) -> list[str]:
+    async def names(redis: Client) -> list[str]:
         return list(streams) or await snapshots.discover(redis)
 
-    async def snapshot_once(redis: aioredis.Redis) -> snapshots.Snapshot:
+    async def snapshot_once(redis: Client) -> snapshots.Snapshot:
         chosen = await names(redis)
         first = await snapshots.collect(redis, chosen)
         if interval <= 0:
@@ -443,7 +443,7 @@ def status(
             stdout_console().print(snapshots.table(snap))
         return
 
-    async def live(redis: aioredis.Redis) -> None:
+    async def live(redis: Client) -> None:
         # Ctrl-C sets a flag: a cancel landing inside a redis-py call may be swallowed.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -519,7 +519,7 @@ def dlq_list(
 
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def work(redis: aioredis.Redis) -> tuple[list[replaying.DeadEntry], int]:
+    async def work(redis: Client) -> tuple[list[replaying.DeadEntry], int]:
         return await replaying.entries(redis, name, reasons=reasons, limit=count), int(
             await redis.xlen(name)
         )
@@ -604,7 +604,7 @@ def dlq_replay(
         raise click.UsageError("--reason filters --all; named IDs are replayed as named")
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def work(redis: aioredis.Redis) -> list[replaying.Replayed]:
+    async def work(redis: Client) -> list[replaying.Replayed]:
         ids = list(entry_ids)
         if replay_all:
             ids = [e.id for e in await replaying.entries(redis, name, reasons=reasons, limit=count)]
@@ -662,7 +662,7 @@ def dlq_purge(
         raise click.UsageError("--reason filters --all; named IDs are purged as named")
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def count_them(redis: aioredis.Redis) -> tuple[int, list[str]]:
+    async def count_them(redis: Client) -> tuple[int, list[str]]:
         if purge_all and not reasons:
             return int(await redis.xlen(name)), []
         if purge_all:
@@ -681,7 +681,7 @@ def dlq_purge(
             fail(f"purging {what} entries of {name} needs confirmation: use a terminal or --yes")
         click.confirm(f"Delete {what} dead-letter entries ({n}) from {name} for good?", abort=True)
 
-    async def purge(redis: aioredis.Redis) -> int:
+    async def purge(redis: Client) -> int:
         if purge_all and not reasons:
             return await replaying.purge_all(redis, name)
         return await replaying.purge(redis, name, ids)

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from streamscale.core.constants import DATA_FIELD
 from streamscale.core.errors import REDIS_RETRYABLE
+from streamscale.core.streams import Client
 
 PLACEHOLDER = re.compile(r"\{(n|uuid|now|rand)\}")
 POISON_PREFIX = b"not json: "
@@ -132,7 +132,7 @@ class Summary:
 
 
 async def produce(
-    redis: aioredis.Redis,
+    redis: Client,
     stream: str,
     count: int,
     generator: Generator,

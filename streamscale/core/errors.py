@@ -10,7 +10,10 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
+    ClusterDownError,
     NoPermissionError,
+    RedisClusterException,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -36,14 +39,26 @@ class TransientError(StreamscaleError):
     """
 
 
+REDIS_CLUSTER_RETRYABLE: tuple[type[BaseException], ...] = (
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
+)
+"""A Redis Cluster between two states: a failover under way (CLUSTERDOWN), a slot moving
+(TRYAGAIN), no reachable node or a slot no node serves yet (redis-py's RedisClusterException,
+which also covers SlotNotCoveredError; it also reports multi-key commands across slots, which
+streamscale refuses at start-up instead)."""
+
 REDIS_RETRYABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,
     OSError,
     TimeoutError,
+    *REDIS_CLUSTER_RETRYABLE,
 )
-"""Redis did not answer, or is still loading its data: retrying with backoff is all to do."""
+"""Redis did not answer, is still loading its data, or its cluster is failing over: retrying
+with backoff is all to do."""
 
 REDIS_DENIED: tuple[type[BaseException], ...] = (
     AuthenticationError,

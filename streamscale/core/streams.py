@@ -12,7 +12,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
+
+from streamscale.core import redis_urls
 
 StreamId = str
 Fields = dict[bytes, bytes]
@@ -20,12 +25,72 @@ Entry = tuple[StreamId, Fields | None]
 """An entry as read: its ID and its fields, or None when it was deleted from the stream."""
 
 
-def connect(url: str, **kwargs: Any) -> aioredis.Redis:
-    """A Redis client for `url` (redis://, rediss:// or unix://) that keeps values as bytes."""
+Client = aioredis.Redis | RedisCluster
+"""What `connect` returns: one Redis (direct or the master Sentinel names) or a Redis Cluster."""
+
+
+class SentinelMaster(aioredis.Redis):
+    """The master a set of sentinels names, followed through failovers.
+
+    redis-py's master client does not own the sentinel connections it asks the master's address
+    from; this one closes them with itself, so no socket outlives the client.
+    """
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        pool = self.connection_pool
+        await super().aclose(close_connection_pool)
+        if isinstance(pool, SentinelConnectionPool):
+            await pool.sentinel_manager.aclose()
+
+
+def connect(url: str, **kwargs: Any) -> Client:
+    """A client for `url` that keeps values as bytes.
+
+    `url` is any of `redis_urls`' forms: one server (redis://, rediss://, unix://), the master
+    of a Sentinel set (redis+sentinel://) or a Redis Cluster (redis+cluster://). A ValueError
+    says what is wrong with it without quoting it.
+    """
     kwargs.setdefault("health_check_interval", 15)
     kwargs.setdefault("socket_connect_timeout", 5)
-    kwargs.setdefault("retry_on_timeout", False)
-    return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+    if not redis_urls.is_multi_host(url):
+        kwargs.setdefault("retry_on_timeout", False)
+        return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+    target = redis_urls.parse(url)
+    if target.kind == "cluster":
+        return _cluster(target, kwargs)
+    options = {**target.options, **kwargs}
+    sentinel_options = {
+        **{k: v for k, v in kwargs.items() if k.startswith("socket_")},
+        **target.sentinel_options,
+    }
+    sentinels = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_options, **options)
+    master: SentinelMaster = sentinels.master_for(
+        target.master_name, redis_class=SentinelMaster, decode_responses=False
+    )
+    return master
+
+
+def _cluster(target: redis_urls.RedisTarget, kwargs: dict[str, Any]) -> RedisCluster:
+    # A cluster client retries timeouts itself (by re-reading the slot map): it has no
+    # retry_on_timeout option.
+    kwargs.pop("retry_on_timeout", None)
+    options = {**target.options, **kwargs}
+    nodes = [ClusterNode(host, port) for host, port in target.hosts]
+    try:
+        return RedisCluster(startup_nodes=nodes, decode_responses=False, **options)
+    except TypeError as exc:
+        # An option of the URL's query that only a one-server client knows.
+        raise ValueError(f"an option of the URL does not apply to Redis Cluster ({exc})") from None
+
+
+def is_cluster(client: Client) -> bool:
+    """True for a Redis Cluster client: multi-key commands must keep to one hash slot."""
+    return isinstance(client, RedisCluster)
+
+
+def same_slot(*keys: str) -> bool:
+    """True when every key maps to one Redis Cluster hash slot (shares its `{hash tag}`)."""
+    return len({key_slot(key.encode()) for key in keys}) <= 1
 
 
 def as_str(value: bytes | str | None) -> str:
@@ -61,7 +126,7 @@ def is_busygroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("BUSYGROUP")
 
 
-async def ensure_group(redis: aioredis.Redis, stream: str, group: str, start_id: str = "0") -> bool:
+async def ensure_group(redis: Client, stream: str, group: str, start_id: str = "0") -> bool:
     """Create `group` on `stream` (and the stream itself) unless it exists; True if created."""
     try:
         await redis.xgroup_create(stream, group, id=start_id, mkstream=True)
@@ -136,7 +201,7 @@ def _as_dict(raw: Any) -> dict[str, Any]:
     return {as_str(k): v for k, v in zip(it, it, strict=True)}
 
 
-async def group_infos(redis: aioredis.Redis, stream: str) -> list[GroupInfo]:
+async def group_infos(redis: Client, stream: str) -> list[GroupInfo]:
     """`XINFO GROUPS`; an empty list when the stream does not exist."""
     try:
         raw = await redis.execute_command("XINFO", "GROUPS", stream)
@@ -160,7 +225,7 @@ async def group_infos(redis: aioredis.Redis, stream: str) -> list[GroupInfo]:
     return groups
 
 
-async def group_info(redis: aioredis.Redis, stream: str, group: str) -> GroupInfo | None:
+async def group_info(redis: Client, stream: str, group: str) -> GroupInfo | None:
     """The group's `XINFO GROUPS` row, or None when the stream or the group is missing."""
     for info in await group_infos(redis, stream):
         if info.name == group:
@@ -168,7 +233,7 @@ async def group_info(redis: aioredis.Redis, stream: str, group: str) -> GroupInf
     return None
 
 
-async def consumer_infos(redis: aioredis.Redis, stream: str, group: str) -> list[ConsumerInfo]:
+async def consumer_infos(redis: Client, stream: str, group: str) -> list[ConsumerInfo]:
     """`XINFO CONSUMERS`."""
     raw = await redis.execute_command("XINFO", "CONSUMERS", stream, group)
     consumers = []
@@ -186,7 +251,7 @@ async def consumer_infos(redis: aioredis.Redis, stream: str, group: str) -> list
 
 
 async def pending_entries(
-    redis: aioredis.Redis,
+    redis: Client,
     stream: str,
     group: str,
     *,

@@ -1,0 +1,229 @@
+"""streamscale on a real Redis Cluster: 3 masters and 3 replicas from Debian's redis-server.
+
+Every component reaches the cluster through `redis+cluster://` seed nodes. Stream names carry
+a hash tag (`{orders-...}`) so that the stream, its dead-letter stream and the counter hash
+share one slot, which the Lua scripts need; names without one are refused up front.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import kmock
+import pytest
+import redis
+
+from streamscale.core.deadletter import Scripts, counter_key, read_counts
+from streamscale.core.streams import connect
+from streamscale.operator.observing import observe
+from streamscale.operator.reclaiming import Rules, reclaim
+from tests.support import kube as h
+from tests.support.chaos import check_invariant, dead_letters
+from tests.support.clusters import LocalCluster, running_cluster
+from tests.support.consumers import ConsumerProcess, produce, product, wait_until
+from tests.support.servers import PostgresServer
+
+GROUP = "writers"
+MODEL = "tests.support.models:Product"
+STREAMSCALE = str(Path(sys.executable).parent / "streamscale")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """One cluster for the module (about 7 s to start); each test uses its own stream names."""
+    with running_cluster() as value:
+        yield value
+
+
+@pytest.fixture
+def client(cluster: LocalCluster) -> Iterator[redis.RedisCluster]:
+    value = cluster.client()
+    yield value
+    value.close()
+
+
+@pytest.fixture
+def tagged() -> Callable[[str], str]:
+    """`tagged("orders")` -> `{orders-<token>}`: a stream name with its own hash tag."""
+    token = uuid.uuid4().hex[:8]
+    return lambda base: "{" + f"{base}-{token}" + "}"
+
+
+def table_ids(pg: PostgresServer, database_url: str) -> list[str]:
+    db = database_url.rsplit("/", 1)[1]
+    out = pg.psql("SELECT stream_id FROM products", db)
+    return out.split() if out else []
+
+
+def cli(*args: str, redis_url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
+    env["STREAMSCALE_REDIS_URL"] = redis_url
+    return subprocess.run(
+        [STREAMSCALE, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd="/"
+    )
+
+
+def pending(client: redis.RedisCluster, stream: str) -> int:
+    groups = client.xinfo_groups(stream)
+    return int(next(g["pending"] for g in groups if g["name"].decode() == GROUP))
+
+
+@pytest.mark.timeout(120)
+def test_consumer_on_cluster_stores_dead_letters_claims_and_leaves(
+    cluster: LocalCluster, client: redis.RedisCluster, tagged: Callable[[str], str],
+    database_url: str, postgres_server: PostgresServer,
+) -> None:  # fmt: skip
+    stream = tagged("orders")
+    dlq = stream + ":dlq"
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    ids = produce(client, stream, [product(n) for n in range(300)] + [b"{poison"])
+    # Stranded on a gone consumer: 3 delivered too often (the claim path dead-letters them),
+    # one deleted while pending (recorded as `deleted`).
+    client.xreadgroup(GROUP, "ghost", {stream: ">"}, count=10)
+    for _ in range(3):
+        client.xclaim(stream, GROUP, "ghost", 0, ids[:3])
+    client.xdel(stream, ids[9])
+    consumer = ConsumerProcess(
+        redis_url=cluster.url, database_url=database_url, stream=stream, group=GROUP,
+        model=MODEL, consumer="pod-1", claim_idle_ms=200, max_deliveries=3, batch_size=50,
+    ).start()  # fmt: skip
+    try:
+        wait_until(lambda: pending(client, stream) == 0 and client.xlen(dlq) == 5, 60, 0.2,
+                   "the group to drain")  # fmt: skip
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+    letters = {d["x-original-id"]: d["x-reason"] for d in dead_letters(client, dlq)}
+    assert letters == {
+        **dict.fromkeys(ids[:3], "max-deliveries"), ids[9]: "deleted", ids[-1]: "invalid"
+    }  # fmt: skip
+    assert sorted(table_ids(postgres_server, database_url)) == sorted(set(ids) - set(letters))
+    names = {c["name"].decode() for c in client.xinfo_consumers(stream, GROUP)}
+    assert names == {"ghost"}, "the consumer left the group on SIGTERM"
+    assert "CROSSSLOT" not in consumer.output() and "Traceback" not in consumer.output()
+
+
+@pytest.mark.timeout(60)
+def test_consumer_refuses_names_in_two_hash_slots_naming_the_ones_to_use(
+    cluster: LocalCluster, database_url: str
+) -> None:
+    stream = f"orders-{uuid.uuid4().hex[:8]}"
+    consumer = ConsumerProcess(
+        redis_url=cluster.url, database_url=database_url, stream=stream, group=GROUP, model=MODEL
+    ).start(wait_ready=False)
+    try:
+        assert consumer.wait(30) == 2
+    finally:
+        consumer.kill()
+    out = consumer.output()
+    assert f"'{{{stream}}}'" in out and f"'{{{stream}}}:dlq'" in out, out
+    assert "CROSSSLOT" in out and "Traceback" not in out, out
+    # A dead-letter stream set apart from the stream's tag is refused the same way.
+    consumer = ConsumerProcess(
+        redis_url=cluster.url, database_url=database_url, stream="{" + stream + "}",
+        dead_letter_stream="dead-letters", group=GROUP, model=MODEL,
+    ).start(wait_ready=False)  # fmt: skip
+    try:
+        assert consumer.wait(30) == 2
+    finally:
+        consumer.kill()
+    assert f"dead-letter stream '{{{stream}}}:dlq'" in consumer.output(), consumer.output()
+
+
+@pytest.mark.timeout(60)
+async def test_operator_lag_and_mover_on_cluster_and_names_refused_as_degraded(
+    cluster: LocalCluster, client: redis.RedisCluster, tagged: Callable[[str], str],
+    kmock: kmock.KubernetesEmulator,
+) -> None:  # fmt: skip
+    stream = tagged("orders")
+    dlq = stream + ":dlq"
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    produce(client, stream, [product(n) for n in range(100)])
+    client.xreadgroup(GROUP, "gone-pod", {stream: ">"}, count=40)
+
+    # The functions behind a poll, on a cluster client.
+    aio = connect(cluster.url)
+    try:
+        obs = await observe(aio, stream, GROUP, estimate_limit=1000)
+        assert (obs.lag, obs.pending, len(obs.consumers)) == (60, 40, 1)
+        time.sleep(0.3)
+        result = await reclaim(
+            Scripts(aio), stream, GROUP, dlq, consumers=list(obs.consumers), pods=set(),
+            rules=Rules(max_deliveries=5, idle_ms=60_000, min_idle_ms=0, gone_idle_ms=0),
+            counter=counter_key(dlq, stream, GROUP),
+        )  # fmt: skip
+        assert result.dead_lettered == {"idle": 40} and result.removed == ["gone-pod"]
+        assert await read_counts(aio, counter_key(dlq, stream, GROUP)) == {"idle": 40}
+    finally:
+        await aio.aclose()
+    assert client.xlen(dlq) == 40
+
+    # The operator itself: Ready with the lag for tagged names, Degraded for the others.
+    untagged = stream.strip("{}")
+    h.declare_resources(kmock)
+    common = {
+        "group": GROUP, "database": h.DATABASE, "consumer": {"image": "streamscale:test"},
+        "scaling": {"maxReplicas": 2, "pollSeconds": 0.2},
+    }  # fmt: skip
+    kmock.objects[h.STC, h.NAMESPACE, "tagged"] = h.stream_consumer(
+        "tagged", {**common, "stream": stream}
+    )
+    kmock.objects[h.STC, h.NAMESPACE, "untagged"] = h.stream_consumer(
+        "untagged", {**common, "stream": untagged}
+    )
+    async with h.running_operator(kmock, h.settings(cluster.url)):
+        await h.eventually(lambda: h.condition(kmock, "tagged", "Ready") == "True", 20)
+        assert h.status(kmock, "tagged")["lag"] == 60
+        await h.eventually(lambda: h.condition(kmock, "untagged", "Degraded") == "True", 20)
+    message = next(
+        c["message"] for c in h.status(kmock, "untagged")["conditions"] if c["type"] == "Degraded"
+    )
+    assert f"'{{{untagged}}}'" in message and f"'{{{untagged}}}:dlq'" in message, message
+    assert "HashSlotMismatch" in {e.get("reason") for e in h.events(kmock)}
+
+
+@pytest.mark.timeout(90)
+def test_status_and_dlq_replay_and_purge_on_cluster(
+    cluster: LocalCluster, client: redis.RedisCluster, tagged: Callable[[str], str]
+) -> None:
+    stream = tagged("orders")
+    dlq = stream + ":dlq"
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    produce(client, stream, [product(n) for n in range(10)])
+    client.xreadgroup(GROUP, "worker", {stream: ">"}, count=3)
+    for n in range(2):
+        client.xadd(dlq, {"data": json.dumps(product(n)), "x-stream": stream, "x-reason": "idle",
+                          "x-original-id": f"1-{n}"})  # fmt: skip
+
+    status = cli("status", "--once", "--json", "--stream", stream, "--interval", "0",
+                 redis_url=cluster.url)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    [row] = json.loads(status.stdout)["streams"]
+    assert (row["length"], row["dead_letter_length"]) == (10, 2)
+    [group] = row["groups"]
+    assert (group["lag"], group["pending"]) == (7, 3)
+    # Without --stream, status finds the streams on every master.
+    listing = cli("status", "--once", "--json", "--interval", "0", redis_url=cluster.url)
+    assert listing.returncode == 0, listing.stderr
+    assert stream in {r["stream"] for r in json.loads(listing.stdout)["streams"]}
+
+    replay = cli("dlq", "replay", "--all", "--stream", stream, redis_url=cluster.url)
+    assert replay.returncode == 0 and "replayed 2 of 2" in replay.stdout, replay.stderr
+    assert (client.xlen(stream), client.xlen(dlq)) == (12, 0)
+    # Into a stream of another slot: refused with the reason, nothing moves.
+    client.xadd(dlq, {"data": "{}", "x-stream": stream, "x-reason": "idle"})
+    other = cli("dlq", "replay", "--all", "--stream", stream, "--to", "elsewhere",
+                redis_url=cluster.url)  # fmt: skip
+    assert other.returncode == 2 and "hash slot" in other.stderr, other.stderr
+    assert client.xlen(dlq) == 1
+    purge = cli("dlq", "purge", "--all", "--yes", "--stream", stream, redis_url=cluster.url)
+    assert purge.returncode == 0 and "purged 1 entries" in purge.stdout, purge.stderr
+    assert client.xlen(dlq) == 0
