@@ -35,6 +35,7 @@ from streamscale.core.streams import (
     Entry,
     ensure_group,
     is_nogroup,
+    is_unblocked_by_failover,
     now_millis,
     parse_entries,
     pending_entries,
@@ -322,6 +323,11 @@ class Reader:
                 await backoff.sleep(self.p.stopping)
                 cursor = "0"  # what was delivered but not acked is ours to finish
             except redis_errors.ResponseError as exc:
+                if is_unblocked_by_failover(exc):  # transient, like a lost connection
+                    self.p.redis_health.failed(exc, "reading")
+                    await backoff.sleep(self.p.stopping)
+                    cursor = "0"
+                    continue
                 if not is_nogroup(exc):
                     raise
                 await self._recreate_group(backoff)

@@ -111,13 +111,28 @@ def id_key(entry_id: StreamId) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def is_unblocked_by_failover(exc: BaseException) -> bool:
+    """True when a blocked read ended because its server stopped being a master (a failover).
+
+    Redis answers every blocked client "UNBLOCKED force unblock from blocking operation,
+    instance state changed (master -> replica?)": the stream and the group are still there, on
+    the new master, so the read is simply made again.
+    """
+    return (
+        isinstance(exc, ResponseError)
+        and str(exc).startswith("UNBLOCKED")
+        and "instance state changed" in str(exc)
+    )
+
+
 def is_nogroup(exc: BaseException) -> bool:
     """True when Redis says the stream or the group does not exist (e.g. it restarted empty)."""
     # Inside a Lua script the error arrives wrapped ("ERR Error running script ... NOGROUP").
     # A read blocked while the stream or the group is deleted ends with "UNBLOCKED the stream
     # key no longer exists" (or "... consumer group ... no longer exists").
     return isinstance(exc, ResponseError) and (
-        "NOGROUP" in str(exc) or str(exc).startswith("UNBLOCKED")
+        "NOGROUP" in str(exc)
+        or (str(exc).startswith("UNBLOCKED") and not is_unblocked_by_failover(exc))
     )
 
 

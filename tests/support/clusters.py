@@ -14,13 +14,17 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import redis
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
+from tests.support.consumers import product
 from tests.support.servers import RedisServer, free_port
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -316,6 +320,87 @@ class LocalSentinels:
         self.master.close()
         self.replica.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+POISON = b"{poison"
+
+
+class FlowingProducer(threading.Thread):
+    """Adds entries to `stream` at about `rate` a second, through failovers, until `total`.
+
+    A write that fails is retried as a new entry, though its first attempt may have landed: the
+    stream itself is the record of what was produced. `confirmed` holds the IDs Redis
+    acknowledged; with `wait_replicas`, only those a replica acknowledged too (WAIT 1), which
+    a failover cannot lose. Every `poison_every`-th entry is not JSON.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], redis.Redis | redis.RedisCluster],
+        stream: str,
+        *,
+        total: int,
+        rate: float,
+        poison_every: int = 97,
+        wait_replicas: bool = False,
+    ) -> None:
+        super().__init__(daemon=True, name="producer")
+        self.connect, self.stream, self.total, self.rate = connect, stream, total, rate
+        self.poison_every, self.wait_replicas = poison_every, wait_replicas
+        self.confirmed: list[str] = []
+        self.failed_writes = 0
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        client = self.connect()
+        started = time.monotonic()
+        n = 0
+        try:
+            while n < self.total:
+                bad = n % self.poison_every == self.poison_every - 1
+                data = POISON if bad else orjson.dumps(product(n))
+                try:
+                    self._write(client, data)
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError,
+                        RedisClusterException):  # fmt: skip
+                    self.failed_writes += 1
+                    time.sleep(0.05)
+                    continue
+                n += 1
+                ahead = n / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            client.close()
+            self.done.set()
+
+    def _write(self, client: redis.Redis | redis.RedisCluster, data: bytes) -> None:
+        if not self.wait_replicas:
+            self.confirmed.append(client.xadd(self.stream, {"data": data}).decode())
+            return
+        # One pipeline, so WAIT runs on the connection that made the write.
+        pipe = client.pipeline(transaction=False)
+        pipe.xadd(self.stream, {"data": data})
+        pipe.execute_command("WAIT", 1, 2000)
+        entry_id, replicas = pipe.execute()
+        if int(replicas) >= 1:
+            self.confirmed.append(entry_id.decode())
+
+
+def stream_entries(client: redis.Redis | redis.RedisCluster, stream: str) -> dict[str, bool]:
+    """Every entry of `stream`: ID -> whether it is poison."""
+    found: dict[str, bool] = {}
+    start = "-"
+    while True:
+        page = client.xrange(stream, min=start, max="+", count=5000)
+        for entry_id, fields in page:
+            found[entry_id.decode()] = fields.get(b"data") == POISON
+        if len(page) < 5000:
+            return found
+        start = "(" + page[-1][0].decode()
 
 
 @contextlib.contextmanager
