@@ -34,6 +34,7 @@ from streamscale.core.streams import (
     Client,
     Entry,
     ensure_group,
+    group_info,
     is_nogroup,
     is_unblocked_by_failover,
     now_millis,
@@ -363,6 +364,10 @@ class Reader:
         s = self.settings
         try:
             if await self.p.redis.xlen(s.stream) > 0:
+                if await group_info(self.p.redis, s.stream, s.group) is not None:
+                    # Still there: the key moved, not deleted (a Redis Cluster slot migration
+                    # ends blocked reads with "UNBLOCKED the stream key no longer exists").
+                    return
                 self.p.group_destroyed()
                 await backoff.sleep(self.p.stopping)
                 return

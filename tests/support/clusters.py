@@ -300,8 +300,12 @@ class LocalSentinels:
             client.close()
         return int(port)
 
-    def kill_master(self, timeout: float = 30.0) -> int:
-        """SIGKILL the master; return the port of the replica the sentinels promoted."""
+    def kill_master(self, timeout: float = 30.0, *, restart: bool = True) -> int:
+        """SIGKILL the master; return the port of the replica the sentinels promoted.
+
+        With `restart`, the killed server then comes back (empty, as a pod would) and the
+        sentinels make it a replica of the new master, so writes can be replicated again.
+        """
         old = self.master_port()
         server = self.master if self.master.port == old else self.replica
         server.kill()
@@ -310,6 +314,9 @@ class LocalSentinels:
         new = self.master_port()
         _wait(lambda: _info(new, "replication").get("role") == "master", timeout,
               "the promoted replica to act as master")  # fmt: skip
+        if restart:
+            server.extra = []
+            server.start()
         return new
 
     def close(self) -> None:
@@ -384,7 +391,7 @@ class FlowingProducer(threading.Thread):
         # One pipeline, so WAIT runs on the connection that made the write.
         pipe = client.pipeline(transaction=False)
         pipe.xadd(self.stream, {"data": data})
-        pipe.execute_command("WAIT", 1, 2000)
+        pipe.execute_command("WAIT", 1, 200)
         entry_id, replicas = pipe.execute()
         if int(replicas) >= 1:
             self.confirmed.append(entry_id.decode())

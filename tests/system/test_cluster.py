@@ -309,4 +309,39 @@ def test_cluster_failover_of_the_streams_master_while_messages_flow(
         f" retried by the producer), {rows} rows, {redeliveries} redeliveries absorbed"
     )
     assert redeliveries >= 0
-    assert "Traceback" not in consumer.output(), consumer.output()[-5000:]
+    out = consumer.output()
+    assert "Traceback" not in out and "is missing" not in out, out[-5000:]
+
+
+@pytest.mark.timeout(180)
+def test_slot_migration_of_the_stream_while_consuming_crashes_nothing(
+    cluster: LocalCluster, client: redis.RedisCluster, tagged: Callable[[str], str],
+    database_url: str, postgres_server: PostgresServer,
+) -> None:  # fmt: skip
+    """The stream's slot moves to another master mid-run (MIGRATING/IMPORTING, MIGRATE, then
+    SETSLOT NODE): clients meet ASK, TRYAGAIN and MOVED; the consumer keeps going."""
+    stream = tagged("orders")
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    consumer = ConsumerProcess(
+        redis_url=cluster.url, database_url=database_url, stream=stream, group=GROUP,
+        model=MODEL, consumer="pod-1", claim_idle_ms=1000, max_deliveries=1000, batch_size=50,
+        block_ms=200,
+    ).start()  # fmt: skip
+    producer = FlowingProducer(cluster.client, stream, total=3000, rate=600)
+    try:
+        producer.start()
+        wait_until(lambda: len(producer.confirmed) >= 1000, 30, what="1000 entries produced")
+        source, target = cluster.reshard_slot_of(stream)
+        assert cluster.master_of(stream) == target != source
+        assert producer.done.wait(60) and producer.error is None, producer.error
+        wait_until(lambda: drained(client, stream, postgres_server, database_url), 60, 0.3,
+                   "the group to drain after the migration")  # fmt: skip
+        assert consumer.proc is not None and consumer.proc.poll() is None, consumer.output()
+        assert consumer.get("/readyz")[0] == 200
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+    entries, rows = assert_each_entry_once(client, stream, producer, postgres_server, database_url)
+    print(f"\nslot moved {source} -> {target}: {entries} entries, {rows} rows")
+    out = consumer.output()
+    assert "Traceback" not in out and "is missing" not in out, out[-5000:]
