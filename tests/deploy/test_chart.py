@@ -386,8 +386,16 @@ def test_operator_command_and_env_are_what_streamscale_operate_reads(sets: list[
             {"valueFrom": {"secretKeyRef": {"name": "rs", "key": "u"}}},
         ),
         (["demoRedis.enabled=true"], {"value": "redis://rel-streamscale-redis.shop.svc:6379/0"}),
+        (
+            [r"redis.url=redis+sentinel://s-0:26379\,s-1:26379/streams/0"],
+            {"value": "redis+sentinel://s-0:26379,s-1:26379/streams/0"},
+        ),
+        (
+            [r"redis.url=rediss+cluster://n-0:6379\,n-1:6379"],
+            {"value": "rediss+cluster://n-0:6379,n-1:6379"},
+        ),
     ],
-    ids=["plain", "secret", "demo"],
+    ids=["plain", "secret", "demo", "sentinel", "cluster"],
 )
 def test_redis_url_comes_from_a_value_a_secret_or_the_demo_redis(
     sets: list[str], expected: dict[str, Any]
@@ -503,6 +511,9 @@ WRONG_VALUES = [
     "redis.url=redis://:secret@r:6379/0",
     "redis.url=rediss://streamscale:secret@r:6380/0",
     "redis.url=redis://r:6379/0?password=secret",
+    "redis.url=redis+sentinel://s:26379/streams/0?sentinel_password=secret",
+    "redis.url=redis+cluster://app:secret@n:6379",
+    "redis.url=redis+nonsense://n:6379",
     "operator.watchNamespaces=shop",
     "dashboards.enabled=yes",
     "nonsense=1",
