@@ -26,7 +26,7 @@ from streamscale.consumer.sinks.factory import build_sink
 from streamscale.core import logs, redis_urls
 from streamscale.core.backoff import Backoff, Health
 from streamscale.core.deadletter import cluster_names_problem
-from streamscale.core.errors import ConfigError, TransientError
+from streamscale.core.errors import ConfigError, TransientError, redis_denial
 from streamscale.core.serving import HealthServer
 from streamscale.core.streams import Client, connect, ensure_group
 from streamscale.core.tasks import cancel_all, spawn
@@ -124,11 +124,11 @@ class ConsumerApp:
             except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
                 # Before REDIS_TRANSIENT, whose ConnectionError they subclass: retrying the same
                 # credentials cannot succeed (PostgreSQL's refusal is a config error too).
-                raise ConfigError(
-                    f"Redis refused the credentials in STREAMSCALE_REDIS_URL: {exc} Nothing is "
-                    "consumed; fix the user name and password (or the user's ACL) and start again."
-                ) from exc
+                raise ConfigError(credentials_refused(exc)) from exc
             except REDIS_TRANSIENT as exc:
+                denied = redis_denial(exc)  # a Redis Cluster client wraps the refusal
+                if denied is not None:
+                    raise ConfigError(credentials_refused(denied)) from exc
                 redis_health.failed(exc, "starting")
             except redis_errors.ResponseError as exc:
                 raise ConfigError(redis_refusal(s, exc)) from exc
@@ -165,6 +165,13 @@ class ConsumerApp:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         await self.http.close()
+
+
+def credentials_refused(exc: BaseException) -> str:
+    return (
+        f"Redis refused the credentials in STREAMSCALE_REDIS_URL: {exc} Nothing is "
+        "consumed; fix the user name and password (or the user's ACL) and start again."
+    )
 
 
 def check_cluster_names(settings: ConsumerSettings) -> None:

@@ -35,6 +35,7 @@ from streamscale.core.errors import (
     REDIS_RETRYABLE,
     ConfigError,
     StreamscaleError,
+    redis_denial,
 )
 from streamscale.core.imports import import_object
 from streamscale.core.settings import DEFAULT_REDIS_URL, ClientSettings, StreamscaleSettings
@@ -83,6 +84,12 @@ def run_async(url: str | None, work: Callable[[Client], Awaitable[T]]) -> T:
     except AuthenticationError as exc:
         fail(f"Redis at {safe_url(url)} refused the credentials: {exc}. Check the URL's password")
     except REDIS_RETRYABLE as exc:
+        denied = redis_denial(exc)  # a Redis Cluster client wraps the refusal
+        if denied is not None:
+            fail(
+                f"Redis at {safe_url(url)} refused the credentials: {denied}."
+                " Check the URL's user, password and ACL"
+            )
         fail(
             f"cannot reach Redis at {safe_url(url)}: {str(exc).rstrip('.')}."
             " Is redis-server running there?"

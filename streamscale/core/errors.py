@@ -69,6 +69,19 @@ REDIS_DENIED: tuple[type[BaseException], ...] = (
 ACL that forbids the command. Retrying never helps; the credentials or ACL must change."""
 
 
+def redis_denial(exc: BaseException) -> BaseException | None:
+    """The refusal of credentials or of an ACL behind `exc`, or None.
+
+    Either `exc` itself or, from a Redis Cluster client, its cause: redis-py wraps a refusal met
+    while reading the slot map in "Redis Cluster cannot be connected" (RedisClusterException).
+    """
+    if isinstance(exc, REDIS_DENIED):
+        return exc
+    if isinstance(exc, RedisClusterException) and isinstance(exc.__cause__, REDIS_DENIED):
+        return exc.__cause__
+    return None
+
+
 def is_redis_retryable(exc: BaseException) -> bool:
     """True when Redis did not answer (retry), False when it answered no (report and stop)."""
-    return isinstance(exc, REDIS_RETRYABLE) and not isinstance(exc, REDIS_DENIED)
+    return isinstance(exc, REDIS_RETRYABLE) and redis_denial(exc) is None

@@ -345,3 +345,33 @@ def test_slot_migration_of_the_stream_while_consuming_crashes_nothing(
     print(f"\nslot moved {source} -> {target}: {entries} entries, {rows} rows")
     out = consumer.output()
     assert "Traceback" not in out and "is missing" not in out, out[-5000:]
+
+
+@pytest.mark.timeout(60)
+def test_refused_credentials_on_cluster_exit_2_and_never_show_the_password(
+    cluster: LocalCluster, database_url: str
+) -> None:
+    """redis-py wraps the refusal in "Redis Cluster cannot be connected": still a config error
+    (exit 2), not a Redis to wait for."""
+    secret = "right-" + uuid.uuid4().hex
+    for port in cluster.ports:
+        node = redis.Redis(host="127.0.0.1", port=port)
+        node.acl_setuser("app", enabled=True, passwords=[f"+{secret}"], keys=["*"],
+                         commands=["+@all"])  # fmt: skip
+        node.close()
+    wrong = "wrong-" + uuid.uuid4().hex
+    url = cluster.url.replace("redis+cluster://", f"redis+cluster://app:{wrong}@")
+    consumer = ConsumerProcess(
+        redis_url=url, database_url=database_url, stream="{orders}", group=GROUP, model=MODEL
+    ).start(wait_ready=False)
+    try:
+        assert consumer.wait(30) == 2
+    finally:
+        consumer.kill()
+    out = consumer.output()
+    assert "refused the credentials" in out and wrong not in out, out
+    status = cli("status", "--once", "--interval", "0", redis_url=url)
+    assert status.returncode == 1 and "refused the credentials" in status.stderr, status.stderr
+    assert wrong not in status.stderr + status.stdout
+    good = cli("status", "--once", "--interval", "0", redis_url=url.replace(wrong, secret))
+    assert good.returncode == 0, good.stderr

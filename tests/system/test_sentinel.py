@@ -7,6 +7,7 @@ The master is SIGKILLed mid-run. The consumer and the operator reach Redis throu
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 
 import kmock
@@ -16,8 +17,8 @@ import redis.sentinel
 
 from tests.support import kube as h
 from tests.support.clusters import FlowingProducer, LocalSentinels, running_sentinels
-from tests.support.consumers import ConsumerProcess
-from tests.support.servers import PostgresServer
+from tests.support.consumers import ConsumerProcess, wait_until
+from tests.support.servers import PostgresServer, free_port
 from tests.system.test_cluster import GROUP, MODEL, assert_each_entry_once, drained, stored_total
 
 
@@ -109,3 +110,22 @@ async def test_master_killed_mid_run_consumer_and_operator_follow_the_promotion(
     assert redeliveries >= 0
     out = consumer.output()
     assert "Traceback" not in out and "is missing" not in out, out[-5000:]
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_sentinels_are_retried_and_no_password_is_logged(database_url: str) -> None:
+    password, sentinel_password = "master-" + uuid.uuid4().hex, "sentinel-" + uuid.uuid4().hex
+    hosts = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    url = f"redis+sentinel://app:{password}@{hosts}/streams/0?sentinel_password={sentinel_password}"
+    consumer = ConsumerProcess(
+        redis_url=url, database_url=database_url, stream="orders", group=GROUP, model=MODEL
+    ).start(wait_ready=False)
+    try:
+        wait_until(lambda: "Redis unavailable" in consumer.output(), 20, what="a retry logged")
+        assert consumer.proc is not None and consumer.proc.poll() is None, consumer.output()
+        assert consumer.get("/readyz")[0] == 503
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+    out = consumer.output()
+    assert password not in out and sentinel_password not in out, out
