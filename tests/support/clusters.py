@@ -355,6 +355,8 @@ class FlowingProducer(threading.Thread):
         self.connect, self.stream, self.total, self.rate = connect, stream, total, rate
         self.poison_every, self.wait_replicas = poison_every, wait_replicas
         self.confirmed: list[str] = []
+        self.unconfirmed: list[str] = []
+        """Written, but no replica had it within the WAIT timeout: a failover may undo them."""
         self.failed_writes = 0
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -393,8 +395,7 @@ class FlowingProducer(threading.Thread):
         pipe.xadd(self.stream, {"data": data})
         pipe.execute_command("WAIT", 1, 200)
         entry_id, replicas = pipe.execute()
-        if int(replicas) >= 1:
-            self.confirmed.append(entry_id.decode())
+        (self.confirmed if int(replicas) >= 1 else self.unconfirmed).append(entry_id.decode())
 
 
 def stream_entries(client: redis.Redis | redis.RedisCluster, stream: str) -> dict[str, bool]:

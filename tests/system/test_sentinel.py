@@ -96,7 +96,7 @@ async def test_master_killed_mid_run_consumer_and_operator_follow_the_promotion(
         unavailable = h.events(kmock, "RedisUnavailable")
         recovered = h.events(kmock, "Recovered")
         assert unavailable and recovered, [e.get("reason") for e in h.events(kmock)]
-        entries, rows = assert_each_entry_once(
+        entries, rows, undone = assert_each_entry_once(
             client, stream, producer, postgres_server, database_url
         )
     finally:
@@ -104,8 +104,9 @@ async def test_master_killed_mid_run_consumer_and_operator_follow_the_promotion(
     redeliveries = int(stored) - rows
     print(
         f"\nsentinel: master {old} killed, {new} promoted; {entries} entries"
-        f" ({producer.failed_writes} writes retried by the producer), {rows} rows,"
-        f" {redeliveries} redeliveries absorbed"
+        f" ({producer.failed_writes} writes retried by the producer, {len(producer.unconfirmed)}"
+        f" not confirmed by a replica), {rows} rows, {redeliveries} redeliveries absorbed,"
+        f" {undone} entries consumed and then undone by the failover"
     )
     assert redeliveries >= 0
     out = consumer.output()
