@@ -297,7 +297,7 @@ def test_cluster_failover_of_the_streams_master_while_messages_flow(
         model=MODEL, consumer="pod-1", claim_idle_ms=1000, max_deliveries=1000, batch_size=50,
         block_ms=200,
     ).start()  # fmt: skip
-    producer = FlowingProducer(cluster.client, stream, total=3000, rate=600)
+    producer = FlowingProducer(cluster.client, stream, total=2000, rate=800)
     try:
         producer.start()
         wait_until(lambda: len(producer.confirmed) >= 1000, 30, what="1000 entries produced")
@@ -323,6 +323,7 @@ def test_cluster_failover_of_the_streams_master_while_messages_flow(
     assert "Traceback" not in out and "is missing" not in out, out[-5000:]
 
 
+@pytest.mark.slow  # 15 s; `make failover` runs it with the other failover tests
 @pytest.mark.timeout(180)
 def test_slot_migration_of_the_stream_while_consuming_crashes_nothing(
     cluster: LocalCluster, client: redis.RedisCluster, tagged: Callable[[str], str],
@@ -337,7 +338,7 @@ def test_slot_migration_of_the_stream_while_consuming_crashes_nothing(
         model=MODEL, consumer="pod-1", claim_idle_ms=1000, max_deliveries=1000, batch_size=50,
         block_ms=200,
     ).start()  # fmt: skip
-    producer = FlowingProducer(cluster.client, stream, total=3000, rate=600)
+    producer = FlowingProducer(cluster.client, stream, total=2000, rate=800)
     try:
         producer.start()
         wait_until(lambda: len(producer.confirmed) >= 1000, 30, what="1000 entries produced")

@@ -72,7 +72,7 @@ async def test_master_killed_mid_run_consumer_and_operator_follow_the_promotion(
             },
         )  # fmt: skip
         producer = FlowingProducer(
-            lambda: master_client(sentinels), stream, total=3000, rate=600, wait_replicas=True
+            lambda: master_client(sentinels), stream, total=2000, rate=800, wait_replicas=True
         )
         try:
             async with h.running_operator(kmock, h.settings(sentinels.url)):
