@@ -749,3 +749,33 @@ def test_a_release_label_splits_stream_consumers_between_releases() -> None:
     assert "STREAMSCALE_OPERATOR_LABEL" not in {
         item["name"] for item in operator_container(template(sets=[]))["env"]
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("redis://r:6379/0", True),
+        ("rediss://r:6380/0", True),
+        ("unix:///run/redis.sock", True),
+        ("redis+sentinel://s-0:26379,s-1:26379/streams/0", True),
+        ("rediss+sentinel://s-0:26379/streams", True),
+        ("redis+cluster://n-0:6379,n-1:6379", True),
+        ("rediss+cluster://n-0:6379", True),
+        ("http://r:6379", False),
+        ("redis+nonsense://r:6379", False),
+    ],
+)
+def test_crd_accepts_sentinel_and_cluster_urls_in_spec_redis_url(url: str, accepted: bool) -> None:
+    doc = {
+        "apiVersion": "streamscale.io/v1alpha1",
+        "kind": "StreamConsumer",
+        "spec": {
+            "stream": "{orders}", "group": "writers", "redis": {"url": url},
+            "database": {"urlSecretRef": {"name": "pg", "key": "url"}},
+        },
+    }  # fmt: skip
+    if accepted:
+        validate_streamconsumer(doc)
+    else:
+        with pytest.raises(jsonschema.ValidationError, match="does not match"):
+            validate_streamconsumer(doc)

@@ -197,13 +197,16 @@ async def test_operator_lag_and_mover_on_cluster_and_names_refused_as_degraded(
 
 
 @pytest.mark.timeout(90)
-def test_status_and_dlq_replay_and_purge_on_cluster(
+def test_produce_status_and_dlq_replay_and_purge_on_cluster(
     cluster: LocalCluster, client: redis.RedisCluster, tagged: Callable[[str], str]
 ) -> None:
     stream = tagged("orders")
     dlq = stream + ":dlq"
     client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    produce(client, stream, [product(n) for n in range(10)])
+    for mode in ("stream", "bulk"):  # one XADD per round trip, then pipelined
+        made = cli("produce", "--stream", stream, "--count", "5", "--mode", mode,
+                   "--no-progress", redis_url=cluster.url)  # fmt: skip
+        assert made.returncode == 0, made.stderr
     client.xreadgroup(GROUP, "worker", {stream: ">"}, count=3)
     for n in range(2):
         client.xadd(dlq, {"data": json.dumps(product(n)), "x-stream": stream, "x-reason": "idle",
