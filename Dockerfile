@@ -20,7 +20,9 @@ COPY pyproject.toml README.md ./
 COPY streamscale/__init__.py streamscale/py.typed streamscale/
 COPY streamscale/core/__init__.py streamscale/core/
 COPY streamscale/cli/__init__.py streamscale/cli/
+COPY streamscale/cli/commands/__init__.py streamscale/cli/commands/
 COPY consumer/__init__.py consumer/py.typed consumer/
+COPY consumer/sinks/__init__.py consumer/sinks/
 COPY operator/__init__.py operator/py.typed operator/
 RUN pip install --no-compile . && pip uninstall --yes streamscale
 

@@ -23,9 +23,10 @@ AREAS = [
     ("prometheus metrics", ("prometheus_client/", "consumer/metrics.py")),
     ("decode (orjson, messages.py)", ("consumer/messages.py", "orjson")),
     ("sink (sql.py)", ("consumer/sinks/sql.py",)),
-    ("consumer loop (running.py, streams.py, tasks.py)",
-     ("consumer/running.py", "consumer/streams.py", "consumer/tasks.py", "consumer/backoff.py")),
-    ("HTTP server", ("consumer/serving.py", "aiohttp/")),
+    ("consumer loop (reading, processing, claiming, core streams and tasks)",
+     ("consumer/processing.py", "consumer/reading.py", "consumer/claiming.py",
+      "core/streams.py", "core/tasks.py", "core/backoff.py")),
+    ("HTTP server", ("core/serving.py", "aiohttp/")),
     ("event loop (asyncio / uvloop)", ("asyncio/", "uvloop/")),
 ]  # fmt: skip
 

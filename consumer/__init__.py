@@ -6,8 +6,10 @@ import-linter contracts in pyproject.toml):
 
 - `app` (and `__main__`): one process from start-up to a drained shutdown: settings, signals,
   the HTTP port, the tasks;
-- `running`: the work loop (read, process, claim, ack or dead-letter); it sees sinks only
-  through `sinks.base`, the contract every sink meets;
+- `reading` (one loop per consumer name) and `claiming` (the retry path, leaving the group);
+- `processing`: one batch from read to ack or dead-letter; with `reading` and `claiming` it
+  sees sinks only through `sinks.base`, the contract every sink meets;
+- `shutdown`: the one object every loop watches (stop requested, deadline passed, sink broken);
 - `sinks.factory` picks a sink: `sinks.sql` (with `sinks.models`, `sinks.rows`) or
   `sinks.handler`;
 - `messages`, `metrics`, `settings`, `constants`, over `streamscale.core`.

@@ -4,9 +4,9 @@ import sys
 
 from pydantic import ValidationError
 
-from streamscale.consumer.app import EXIT_CONFIG, run
+from streamscale.consumer.app import run
 from streamscale.consumer.settings import ConsumerSettings
-from streamscale.core.errors import ConfigError
+from streamscale.core.errors import EXIT_CONFIG, ConfigError
 
 
 def main() -> int:

@@ -6,35 +6,36 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 from typing import Any
 
 import prometheus_client
 from redis import exceptions as redis_errors
 
+from streamscale.consumer.claiming import Claimer, leave_group
 from streamscale.consumer.metrics import ConsumerMetrics
-from streamscale.consumer.running import (
-    REDIS_TRANSIENT,
-    Claimer,
-    Processor,
-    Reader,
-    leave_group,
-)
+from streamscale.consumer.processing import Processor
+from streamscale.consumer.reading import Reader
 from streamscale.consumer.settings import ConsumerSettings
+from streamscale.consumer.shutdown import Shutdown
 from streamscale.consumer.sinks.base import Sink
 from streamscale.consumer.sinks.factory import build_sink
 from streamscale.core import logs, redis_urls
 from streamscale.core.backoff import Backoff, Health
-from streamscale.core.deadletter import cluster_names_problem
-from streamscale.core.errors import ConfigError, TransientError, redis_denial
+from streamscale.core.deadletter import cluster_problem
+from streamscale.core.errors import (
+    EXIT_CONFIG,
+    REDIS_RETRYABLE,
+    ConfigError,
+    TransientError,
+    redis_denial,
+)
 from streamscale.core.serving import HealthServer
 from streamscale.core.streams import Client, connect, ensure_group
-from streamscale.core.tasks import cancel_all, spawn
+from streamscale.core.tasks import cancel_all, spawn, stop_on_signals
 
 logger = logging.getLogger("streamscale.consumer")
 
 EXIT_OK = 0
-EXIT_CONFIG = 2
 
 
 class ConsumerApp:
@@ -48,9 +49,10 @@ class ConsumerApp:
         self.redis: Client = connect(url)
         self.sink: Sink = build_sink(settings, self.redis)
         self.metrics = ConsumerMetrics(
-            settings.namespace, settings.name, settings.stream, settings.group
+            settings.namespace, settings.name, settings.streams, settings.group
         )
-        self.processor = Processor(settings, self.redis, self.sink, self.metrics)
+        self.shutdown = Shutdown()
+        self.processor = Processor(settings, self.redis, self.sink, self.metrics, self.shutdown)
         self.http = HealthServer(settings.http_host, settings.http_port, ready=self.ready)
         self.started = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -60,24 +62,23 @@ class ConsumerApp:
         if not self.started.is_set():
             return "starting"
         if self.processor.group_missing:
-            return self.processor.group_missing
+            return self.processor.not_consuming
         try:
             # Well within the kubelet's default probe timeout (1 s), with the database's check.
             await asyncio.wait_for(self.redis.ping(), 0.5)
         except TimeoutError:
             return "Redis did not answer within 0.5 s (hung or overloaded)"
-        except REDIS_TRANSIENT as exc:
+        except REDIS_RETRYABLE as exc:
             return f"Redis: {type(exc).__name__}: {exc}"
         return await self.sink.ping()
 
     def stop(self) -> None:
         """Stop reading; in-flight batches finish until the grace period runs out."""
-        if not self.processor.stopping.is_set():
+        if self.shutdown.stop():
             logger.info(
                 "stopping: no new reads, finishing in-flight batches (grace %.0fs)",
                 self.settings.shutdown_grace_seconds,
             )
-            self.processor.stopping.set()
 
     async def run(self) -> int:
         await self.http.start()  # a taken port is a ConfigError naming STREAMSCALE_HTTP_PORT
@@ -93,8 +94,8 @@ class ConsumerApp:
             tune_gc()
             self.started.set()
             logger.info(
-                "consuming %r as group %r, consumer(s) %s, into %s",
-                self.settings.stream, self.settings.group, ", ".join(names),
+                "consuming %s as group %r, consumer(s) %s, into %s",
+                ", ".join(map(repr, self.settings.streams)), self.settings.group, ", ".join(names),
                 type(self.sink).__name__,
             )  # fmt: skip
             await self._wait_and_drain()
@@ -110,34 +111,36 @@ class ConsumerApp:
         sink_health = Health("database", logger)
         redis_health = Health("Redis", logger)
         sink_ready = False
-        while not self.processor.stopping.is_set():
+        stream = s.streams[0]
+        while not self.shutdown.stopping.is_set():
             try:
                 if not sink_ready:
                     await self.sink.start()
                     sink_ready = True
                     sink_health.recovered()
-                await ensure_group(self.redis, s.stream, s.group, s.group_start_id)
+                for stream in s.streams:
+                    await ensure_group(self.redis, stream, s.group, s.group_start_id)
                 redis_health.recovered()
                 return True
             except TransientError as exc:
                 sink_health.failed(exc, "starting")
             except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
-                # Before REDIS_TRANSIENT, whose ConnectionError they subclass: retrying the same
+                # Before REDIS_RETRYABLE, whose ConnectionError they subclass: retrying the same
                 # credentials cannot succeed (PostgreSQL's refusal is a config error too).
                 raise ConfigError(credentials_refused(exc)) from exc
-            except REDIS_TRANSIENT as exc:
+            except REDIS_RETRYABLE as exc:
                 denied = redis_denial(exc)  # a Redis Cluster client wraps the refusal
                 if denied is not None:
                     raise ConfigError(credentials_refused(denied)) from exc
                 redis_health.failed(exc, "starting")
             except redis_errors.ResponseError as exc:
-                raise ConfigError(redis_refusal(s, exc)) from exc
-            await backoff.sleep(self.processor.stopping)
+                raise ConfigError(redis_refusal(s, stream, exc)) from exc
+            await backoff.sleep(self.shutdown.stopping)
         return False
 
     async def _wait_and_drain(self) -> None:
         workers = list(self._tasks)
-        stop_wait = asyncio.ensure_future(self.processor.stopping.wait())
+        stop_wait = asyncio.ensure_future(self.shutdown.stopping.wait())
         done, _ = await asyncio.wait([*workers, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         if stop_wait not in done:
             # A worker ended without being asked to: that is a bug worth a restart.
@@ -147,13 +150,13 @@ class ConsumerApp:
         # Leave a little of the grace period for acks and closing connections.
         _, late = await asyncio.wait(workers, timeout=max(0.5, grace - 2.0))
         if late:
-            self.processor.expired.set()
+            self.shutdown.expire()
             _, late = await asyncio.wait(late, timeout=1.0)
             if late:
                 logger.warning("%d task(s) did not finish in the grace period", len(late))
                 await cancel_all(list(late))
-        if self.processor.broken is not None:
-            raise self.processor.broken
+        if self.shutdown.broken is not None:
+            raise self.shutdown.broken
         for task in workers:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise RuntimeError("a consumer task failed") from task.exception()
@@ -175,20 +178,23 @@ def credentials_refused(exc: BaseException) -> str:
 
 
 def check_cluster_names(settings: ConsumerSettings) -> None:
-    """Refuse, before reading anything, names a Redis Cluster cannot dead-letter between."""
-    problem = cluster_names_problem(settings.stream, settings.dead_letter, settings.group)
+    """Refuse, before reading anything, names a Redis Cluster cannot work with: without this
+    the first poison message (or every read) would fail with CROSSSLOT."""
+    problem = cluster_problem(settings.streams, settings.dead_letter_for, settings.group)
     if problem:
         raise ConfigError(
             f"{problem} (STREAMSCALE_STREAM, STREAMSCALE_DEAD_LETTER_STREAM). Nothing is consumed."
         )
 
 
-def redis_refusal(settings: ConsumerSettings, error: redis_errors.ResponseError) -> str:
-    """What a Redis error reply at start-up means for the user, and what to change."""
+def redis_refusal(
+    settings: ConsumerSettings, stream: str, error: redis_errors.ResponseError
+) -> str:
+    """What a Redis error reply at start-up (setting up `stream`) means, and what to change."""
     text = str(error)  # in a pipeline the reply is prefixed ("Command # 1 (...) ..."): search
     if "WRONGTYPE" in text:
         return (
-            f"Redis key {settings.stream!r} is not a stream (it holds another type), so it cannot "
+            f"Redis key {stream!r} is not a stream (it holds another type), so it cannot "
             "be consumed. Set STREAMSCALE_STREAM to the stream's key, or delete that key if it "
             "is left over."
         )
@@ -198,7 +204,7 @@ def redis_refusal(settings: ConsumerSettings, error: redis_errors.ResponseError)
             "Redis server (it has fewer `databases`); use one it has, e.g. /0."
         )
     return (
-        f"Redis refused to set up group {settings.group!r} on stream {settings.stream!r}: {text}."
+        f"Redis refused to set up group {settings.group!r} on stream {stream!r}: {text}."
         " Nothing is consumed; check the Redis user's permissions and the stream key."
     )
 
@@ -224,17 +230,13 @@ async def main(settings: ConsumerSettings) -> int:
     except ConfigError as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_CONFIG
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, app.stop)
     try:
-        return await app.run()
+        # A signal only stops the reads; `run` then drains in-flight batches within the grace.
+        with stop_on_signals(app.stop):
+            return await app.run()
     except ConfigError as exc:
         logger.error("%s: %s", "stopped" if app.started.is_set() else "cannot start", exc)
         return EXIT_CONFIG
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
 
 
 def run(settings: ConsumerSettings) -> int:

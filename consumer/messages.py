@@ -29,6 +29,8 @@ class Message:
     payload: dict[str, Any] | None
     error: str | None = None
     """Why the payload could not be decoded (the message goes to the dead-letter stream)."""
+    stream: str = ""
+    """The stream the entry was read from (a consumer may read several)."""
 
     @property
     def produced_ms(self) -> int:
@@ -46,32 +48,38 @@ def entry_size(fields: Fields) -> int:
     return sum(map(len, fields)) + sum(map(len, fields.values()))
 
 
-def decode(entry_id: StreamId, fields: Fields, max_bytes: int) -> Message:
+def decode(entry_id: StreamId, fields: Fields, max_bytes: int, stream: str = "") -> Message:
     """Decode one entry; a bad one comes back with `payload=None` and `error` set."""
     raw = fields.get(_DATA)
     # The usual entry is the `data` field alone: its size without summing over the map saves
     # about a third of decoding's CPU per message (bench/README.md).
     size = _DATA_SIZE + len(raw) if raw is not None and len(fields) == 1 else entry_size(fields)
     if size > max_bytes:
-        return Message(entry_id, fields, None, f"message is {size} bytes, above {max_bytes}")
+        return Message(
+            entry_id, fields, None, f"message is {size} bytes, above {max_bytes}", stream
+        )
     if raw is None:
         try:
-            return Message(entry_id, fields, {k.decode(): v.decode() for k, v in fields.items()})
+            return Message(
+                entry_id, fields, {k.decode(): v.decode() for k, v in fields.items()}, None, stream
+            )
         except UnicodeDecodeError as exc:
-            return Message(entry_id, fields, None, f"field is not UTF-8 text: {exc}")
+            return Message(entry_id, fields, None, f"field is not UTF-8 text: {exc}", stream)
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return Message(entry_id, fields, None, f"data is not JSON: {exc}")
+        return Message(entry_id, fields, None, f"data is not JSON: {exc}", stream)
     if not isinstance(payload, dict):
         kind = type(payload).__name__
-        return Message(entry_id, fields, None, f"data is JSON {kind}, expected an object")
-    return Message(entry_id, fields, payload)
+        return Message(entry_id, fields, None, f"data is JSON {kind}, expected an object", stream)
+    return Message(entry_id, fields, payload, None, stream)
 
 
-def decode_all(entries: Iterable[tuple[StreamId, Fields]], max_bytes: int) -> list[Message]:
-    """Decode a batch of (live) entries."""
-    return [decode(entry_id, fields, max_bytes) for entry_id, fields in entries]
+def decode_all(
+    entries: Iterable[tuple[StreamId, Fields]], max_bytes: int, stream: str = ""
+) -> list[Message]:
+    """Decode a batch of (live) entries of `stream`."""
+    return [decode(entry_id, fields, max_bytes, stream) for entry_id, fields in entries]
 
 
 def split_deleted(entries: Iterable[Entry]) -> tuple[list[tuple[StreamId, Fields]], list[StreamId]]:

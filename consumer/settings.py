@@ -22,7 +22,11 @@ class ConsumerSettings(StreamscaleSettings):
         SecretStr("sqlite:///streamscale.db"),
         description="postgresql://... (asyncpg) or sqlite:///path (the embedded default).",
     )
-    stream: str = Field("events", min_length=1, description="The stream to read.")
+    stream: str = Field(
+        "events",
+        min_length=1,
+        description="The stream to read; several streams: their names separated by commas.",
+    )
     group: str = Field(
         "streamscale", min_length=1, description="The consumer group to read through."
     )
@@ -55,7 +59,9 @@ class ConsumerSettings(StreamscaleSettings):
         1_048_576, ge=64, description="Larger messages are dead-lettered as invalid."
     )
     dead_letter_stream: str | None = Field(
-        None, min_length=1, description="Defaults to `<stream>:dlq`."
+        None,
+        min_length=1,
+        description="Defaults to `<stream>:dlq` (one per stream when there are several).",
     )
     group_start_id: str = Field("0", description="Where a newly created group starts reading.")
     max_inflight: int = Field(64, ge=1, description="Handler mode: concurrent handler calls.")
@@ -89,18 +95,42 @@ class ConsumerSettings(StreamscaleSettings):
         check_url(value.get_secret_value(), "the database URL")
         return value
 
+    @field_validator("stream")
+    @classmethod
+    def _stream_names(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",")]
+        if not all(names):
+            raise ValueError(f"{value!r} has an empty stream name; separate names by one comma")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{value!r} names a stream twice")
+        return ",".join(names)
+
     @model_validator(mode="after")
     def _defaults(self) -> "ConsumerSettings":
         if self.model and self.handler:
             raise ValueError("set STREAMSCALE_MODEL or STREAMSCALE_HANDLER, not both")
+        if self.dead_letter_stream and len(self.streams) > 1:
+            raise ValueError(
+                "STREAMSCALE_DEAD_LETTER_STREAM names one stream, but several streams are read: "
+                "unset it, each stream then has its own `<stream>:dlq`"
+            )
         if not self.name:
             self.name = self.group
         return self
 
     @property
+    def streams(self) -> list[str]:
+        """The streams to read, in the order given (one, usually)."""
+        return self.stream.split(",")
+
+    def dead_letter_for(self, stream: str) -> str:
+        """The dead-letter stream of `stream`: its own `<stream>:dlq`, unless one is configured."""
+        return self.dead_letter_stream or stream + DEAD_LETTER_SUFFIX
+
+    @property
     def dead_letter(self) -> str:
-        """The dead-letter stream's key."""
-        return self.dead_letter_stream or self.stream + DEAD_LETTER_SUFFIX
+        """The dead-letter stream's key (of the first stream, when there are several)."""
+        return self.dead_letter_for(self.streams[0])
 
     def claimer_name(self) -> str:
         """The retry path's own consumer name (`<name>-0`), apart from every reader's.

@@ -49,10 +49,11 @@ def consumer_env(spec: ConsumerSpec, default_redis_url: str | None) -> list[dict
         _env("STREAMSCALE_GROUP", spec.group),
         _env("STREAMSCALE_NAMESPACE", spec.namespace),
         _env("STREAMSCALE_NAME", spec.name),
-        _env("STREAMSCALE_DEAD_LETTER_STREAM", spec.dead_letter_stream),
         _env("STREAMSCALE_MAX_DELIVERIES", str(spec.max_deliveries)),
         _env("STREAMSCALE_HTTP_PORT", str(constants.METRICS_PORT)),
     ]
+    if len(spec.streams) == 1:  # several streams: each has its own `<stream>:dlq`
+        env.insert(6, _env("STREAMSCALE_DEAD_LETTER_STREAM", spec.dead_letter_for(spec.stream)))
     if spec.model:
         env.append(_env("STREAMSCALE_MODEL", spec.model))
     if spec.handler:

@@ -59,6 +59,13 @@ class Reclaimed:
     def total(self) -> int:
         return sum(self.dead_lettered.values())
 
+    def add(self, other: Reclaimed) -> None:
+        """Fold another stream's pass into this one."""
+        self.dead_lettered.update(other.dead_lettered)
+        self.removed += [name for name in other.removed if name not in self.removed]
+        self.scanned += other.scanned
+        self.complete = self.complete and other.complete
+
 
 def owner_pod(consumer: str, pods: Collection[str]) -> str | None:
     """The pod a consumer name belongs to: the name itself, or the name minus a `-<n>` suffix."""

@@ -8,6 +8,7 @@ window, the dead-letter count, the health. The kopf handlers in `handlers.py` on
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import logging
 import math
@@ -35,7 +36,7 @@ from streamscale.operator.kube import (
     secret_path,
     selector_string,
 )
-from streamscale.operator.observing import Observation, observe
+from streamscale.operator.observing import Observation, combine, observe
 from streamscale.operator.reclaiming import (
     Reclaimed,
     Rules,
@@ -308,10 +309,13 @@ class Seen:
     """The observe phase's outcome: the group in Redis, the Deployment's replicas."""
 
     observation: Observation
+    """The sum over the StreamConsumer's streams (the one stream's, usually)."""
     actuator: DeploymentActuator
     current: int
     just_read: bool
     """The replicas were read from the API during this poll (not the cache)."""
+    streams: Mapping[str, Observation] = dataclasses.field(default_factory=dict)
+    """Each stream's own observation."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,6 +331,7 @@ class Moves:
     """The idle time after which entries move: the spec's, or the operator's floor."""
     notes: tuple[str, ...]
     trimmed: int
+    pending_by_stream: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 class Poller:
@@ -425,7 +430,7 @@ class Poller:
         rates = self._rates(spec, seen, backlog)
         decision = result.decision = await self._scale(spec, body, seen, backlog, rates)
         self._recovered(body)
-        await self._report(body, seen.observation, moves, decision, rates)
+        await self._report(body, seen, moves, decision, rates)
         return decision.target
 
     def _rates(self, spec: ConsumerSpec, seen: Seen, backlog: int) -> Rates:
@@ -450,11 +455,17 @@ class Poller:
             lag.DEFAULT_LIMIT,
             policy.backlog_per_replica * policy.max_replicas + policy.activation_backlog + 1,
         )
-        # A status with a lag means a poll saw the group: if it is gone now, it was destroyed.
-        seen_before = "lag" in (body.get("status") or {})
-        observation = await observe(
-            client, spec.stream, spec.group, estimate_limit=limit, seen_before=seen_before
-        )
+        # A stream in the status was seen with its group: if the group is gone now, it was
+        # destroyed (a stream just added to spec.streams has its group created).
+        seen_before = _streams_seen(body.get("status") or {}, spec.streams)
+        per_stream = {
+            stream: await observe(
+                client, stream, spec.group, estimate_limit=limit,
+                seen_before=stream in seen_before,
+            )
+            for stream in spec.streams
+        }  # fmt: skip
+        observation = combine(spec.group, per_stream)
         actuator = self.actuator
         if actuator is None or actuator.name != spec.deployment_name:
             actuator = self.actuator = DeploymentActuator(
@@ -472,7 +483,10 @@ class Poller:
             actuator.body = await runtime.ensure_deployment(spec, body)
             actuator.fetched_at = time.monotonic()
             current = replicas_of(actuator.body or {})
-        return Seen(observation, actuator, current, just_read=actuator.fetched_at != read_at)
+        return Seen(
+            observation, actuator, current, just_read=actuator.fetched_at != read_at,
+            streams=per_stream,
+        )  # fmt: skip
 
     async def _reclaim(
         self,
@@ -485,7 +499,6 @@ class Poller:
         """Move stranded entries, delete gone consumers, trim; count the moves from Redis."""
         settings = self.runtime.settings
         observation = seen.observation
-        counter = counter_key(spec.dead_letter_stream, spec.stream, spec.group)
         gone_idle = settings.gone_idle_seconds
         # Nothing moves before the operator's floor, whatever the spec asks: say so in the status
         # rather than let idleSeconds below it look like a broken mover.
@@ -510,32 +523,42 @@ class Poller:
                 pods = await self._pods(spec, seen.actuator, observation)
             except KubeError as exc:
                 logger.warning("%s/%s: cannot list pods: %s", *self.labels, exc)
-        reclaimed = await reclaim(
-            scripts,
-            spec.stream,
-            spec.group,
-            spec.dead_letter_stream,
-            consumers=list(observation.consumers),
-            pods=pods,
-            rules=rules,
-            max_pages=settings.max_move_pages,
-            counter=counter,
-        )
-        # The count comes from the hash the move script increments with each move, never from
-        # this process' memory: an operator killed between a move and its status write loses
-        # nothing, its successor reports those moves here.
-        moved = await read_counts(client, counter)
-        metrics.DEAD_LETTERED.set(*self.labels, moved)
+        reclaimed = Reclaimed()
+        moved: collections.Counter[str] = collections.Counter()
+        pending_by_stream: dict[str, int] = {}
+        trimmed = 0
+        for stream, part in (seen.streams or {spec.stream: observation}).items():
+            counter = counter_key(spec.dead_letter_for(stream), stream, spec.group)
+            here = await reclaim(
+                scripts,
+                stream,
+                spec.group,
+                spec.dead_letter_for(stream),
+                consumers=list(part.consumers),
+                pods=pods,
+                rules=rules,
+                max_pages=settings.max_move_pages,
+                counter=counter,
+            )
+            reclaimed.add(here)
+            pending_by_stream[stream] = max(0, part.pending - here.total)
+            # The count comes from the hash the move script increments with each move, never
+            # from this process' memory: an operator killed between a move and its status write
+            # loses nothing, its successor reports those moves here.
+            moved.update(await read_counts(client, counter))
+            if spec.retention is not None:
+                trimmed += await trim(client, stream, spec.retention)
+        metrics.DEAD_LETTERED.set(*self.labels, dict(moved))
         dead_lettered = sum(moved.values())
         self._report_moves(body, spec, reclaimed, dead_lettered)
         if reclaimed.removed:
             logger.info("%s/%s: removed gone consumers %s", *self.labels, reclaimed.removed)
-        trimmed = 0
-        if spec.retention is not None:
-            trimmed = await trim(client, spec.stream, spec.retention)
         # The mover acked what it moved: the backlog the policy sees must not count it.
         pending = max(0, observation.pending - reclaimed.total)
-        return Moves(reclaimed, dead_lettered, pending, idle_seconds, tuple(notes), trimmed)
+        return Moves(
+            reclaimed, dead_lettered, pending, idle_seconds, tuple(notes), trimmed,
+            pending_by_stream,
+        )  # fmt: skip
 
     async def _scale(
         self, spec: ConsumerSpec, body: kopf.Body, seen: Seen, backlog: int, rates: Rates
@@ -601,12 +624,13 @@ class Poller:
     async def _report(
         self,
         body: kopf.Body,
-        observation: Observation,
+        seen: Seen,
         moves: Moves,
         decision: Decision,
         rates: Rates,
     ) -> None:
         """Metrics and the status subresource."""
+        observation = seen.observation
         replicas = decision.target
         consumers = len(observation.consumers) - len(moves.reclaimed.removed)
         metrics.GROUP_LAG.labels(*self.labels).set(observation.lag)
@@ -642,6 +666,15 @@ class Poller:
                 "consumers": consumers,
                 "deadLettered": moves.dead_lettered,
                 "deadLetterIdleSeconds": moves.idle_seconds,
+                "streams": [
+                    {
+                        "stream": stream,
+                        "lag": part.lag,
+                        "lagEstimated": part.lag_estimated,
+                        "pending": moves.pending_by_stream.get(stream, part.pending),
+                    }
+                    for stream, part in seen.streams.items()
+                ],
                 "lastScaleTime": self.last_scale_time,
                 "observedGeneration": (body.get("metadata") or {}).get("generation"),
             },
@@ -661,7 +694,8 @@ class Poller:
         if unreported <= 0:
             return
         counts = ", ".join(f"{n} {r}" for r, n in sorted(reclaimed.dead_lettered.items()))
-        message = f"moved {unreported} entries to {spec.dead_letter_stream}"
+        targets = sorted({spec.dead_letter_for(stream) for stream in spec.streams})
+        message = f"moved {unreported} entries to {', '.join(targets)}"
         earlier = unreported - reclaimed.total
         if reclaimed.total and earlier > 0:
             message += f" ({counts} now; {earlier} by an earlier run that stopped before reporting)"
@@ -695,6 +729,15 @@ class Poller:
         await self.runtime.kube.merge_patch(path, {"status": status})
         self.conditions = merged
         self.written = comparable
+
+
+def _streams_seen(status: Mapping[str, Any], streams: tuple[str, ...]) -> set[str]:
+    """The streams an earlier poll saw with their group (listed in the status)."""
+    listed = status.get("streams")
+    if isinstance(listed, list):
+        return {str(item.get("stream")) for item in listed if isinstance(item, Mapping)}
+    # A status written before streams were listed: it had one stream, seen if it has a lag.
+    return {streams[0]} if "lag" in status and len(streams) == 1 else set()
 
 
 def _without_times(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:

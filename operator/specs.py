@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
-from streamscale.core.deadletter import cluster_names_problem
+from streamscale.core.deadletter import cluster_problem
 from streamscale.operator import constants
 from streamscale.operator.scaling import Policy
 
@@ -46,10 +46,10 @@ class HashSlotMismatch(SpecError):
 
 def cluster_names(spec: ConsumerSpec) -> HashSlotMismatch | None:
     """The refusal of `spec`'s names on a Redis Cluster (they must share a hash tag), or None."""
-    problem = cluster_names_problem(spec.stream, spec.dead_letter_stream, spec.group)
+    problem = cluster_problem(spec.streams, spec.dead_letter_for, spec.group)
     if problem is None:
         return None
-    return HashSlotMismatch(f"{problem} (spec.stream, spec.deadLetter.stream)")
+    return HashSlotMismatch(f"{problem} (spec.stream or spec.streams, spec.deadLetter.stream)")
 
 
 class ModelConflict(SpecError):
@@ -82,7 +82,8 @@ class ConsumerSpec:
 
     namespace: str
     name: str
-    stream: str
+    streams: tuple[str, ...]
+    """`spec.stream`, or every one of `spec.streams`: read by one Deployment, scaled as one."""
     group: str
     redis_url: str | None
     redis_secret: SecretRef | None
@@ -97,12 +98,22 @@ class ConsumerSpec:
     replica_throughput: float | None
     """drainTime mode: entries per second one replica gets through, until one is measured."""
     poll_seconds: float
-    dead_letter_stream: str
+    dead_letter_stream: str | None
+    """`spec.deadLetter.stream` (one stream only); None: each stream's own `<stream>:dlq`."""
     max_deliveries: int
     idle_seconds: float
     retention: Retention | None
     creation_timestamp: str = ""
     """`metadata.creationTimestamp`: the older of two conflicting StreamConsumers wins."""
+
+    @property
+    def stream(self) -> str:
+        """The streams as the consumers' STREAMSCALE_STREAM reads them (comma-separated)."""
+        return ",".join(self.streams)
+
+    def dead_letter_for(self, stream: str) -> str:
+        """The dead-letter stream of one of the streams."""
+        return self.dead_letter_stream or stream + DEAD_LETTER_SUFFIX
 
     @property
     def deployment_name(self) -> str:
@@ -129,13 +140,39 @@ def _optional_number(raw: Mapping[str, Any], key: str) -> float | None:
     return None if raw.get(key) is None else _number(raw, key, 0.0)
 
 
+def _streams(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """`spec.stream` or `spec.streams`, exactly one of them, names unique and without commas."""
+    one, many = spec.get("stream"), spec.get("streams")
+    if bool(one) == bool(many):
+        raise SpecError("set spec.stream (one stream) or spec.streams (several), exactly one")
+    names = [str(one)] if one else [str(name) for name in many or ()]
+    if not all(names):
+        raise SpecError("spec.streams has an empty stream name")
+    if any("," in name for name in names):
+        raise SpecError("stream names with a comma cannot be read by the consumers")
+    if len(set(names)) != len(names):
+        raise SpecError("spec.streams names a stream twice")
+    return tuple(names)
+
+
+def _dead_letter_stream(dead_letter: Mapping[str, Any], streams: tuple[str, ...]) -> str | None:
+    name = dead_letter.get("stream") or None
+    if name and len(streams) > 1:
+        raise SpecError(
+            "spec.deadLetter.stream names one dead-letter stream, but spec.streams has several:"
+            " unset it, each stream then has its own `<stream>:dlq`"
+        )
+    return str(name) if name else None
+
+
 def parse(
     namespace: str, name: str, spec: Mapping[str, Any], *, creation_timestamp: str = ""
 ) -> ConsumerSpec:
     """Validate `spec` and fill in the defaults (the same defaults as the CRD's)."""
-    stream, group = spec.get("stream"), spec.get("group")
-    if not stream or not group:
-        raise SpecError("spec.stream and spec.group are required")
+    group = spec.get("group")
+    streams = _streams(spec)
+    if not group:
+        raise SpecError("spec.group is required")
     redis = spec.get("redis") or {}
     database = spec.get("database") or {}
     consumer = spec.get("consumer") or {}
@@ -186,7 +223,7 @@ def parse(
     return ConsumerSpec(
         namespace=namespace,
         name=name,
-        stream=str(stream),
+        streams=streams,
         group=str(group),
         redis_url=redis.get("url") or None,
         redis_secret=_secret_ref(redis.get("urlSecretRef"), "spec.redis.urlSecretRef"),
@@ -200,7 +237,7 @@ def parse(
         policy=policy,
         replica_throughput=replica_throughput,
         poll_seconds=poll_seconds,
-        dead_letter_stream=dead_letter.get("stream") or str(stream) + DEAD_LETTER_SUFFIX,
+        dead_letter_stream=_dead_letter_stream(dead_letter, streams),
         max_deliveries=int(dead_letter.get("maxDeliveries", constants.DEFAULT_MAX_DELIVERIES)),
         idle_seconds=float(dead_letter.get("idleSeconds", constants.DEFAULT_IDLE_SECONDS)),
         retention=retention,
@@ -231,7 +268,7 @@ def model_conflict(spec: ConsumerSpec, others: Iterable[Mapping[str, Any]]) -> M
         candidate = (
             str(meta.get("creationTimestamp") or ""),
             str(meta.get("name") or ""),
-            str(raw.get("stream") or ""),
+            str(raw.get("stream") or ",".join(map(str, raw.get("streams") or ()))),
         )
         leaving = bool(meta.get("deletionTimestamp"))
         if same_table and not leaving and candidate[2] and candidate < owner:

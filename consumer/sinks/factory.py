@@ -20,13 +20,13 @@ def build_sink(settings: ConsumerSettings, redis: Client) -> Sink:
     url = settings.database_url.get_secret_value()
     if is_postgres(url):
         return PostgresSink(
-            url, model, settings.stream, settings.pool_size,
+            url, model, settings.streams, settings.pool_size,
             add_missing_columns=settings.add_missing_columns,
             timeout=settings.database_timeout_seconds,
         )  # fmt: skip
     if url.startswith("sqlite"):
         return SqliteSink(
-            url, model, settings.stream, add_missing_columns=settings.add_missing_columns
+            url, model, settings.streams, add_missing_columns=settings.add_missing_columns
         )
     scheme = url.partition("://")[0]
     raise ConfigError(

@@ -53,28 +53,51 @@ def load_model(path: str | None) -> type[SQLModel]:
     return model
 
 
+STREAM_COLUMN = "stream"
+"""With `stream_id`, the identity of a row in a table that several streams feed."""
+
+
+def _unique_on(table: sa.Table, names: set[str]) -> bool:
+    """True when the primary key, a unique constraint or a unique index is exactly `names`."""
+    if set(table.primary_key.columns.keys()) == names:
+        return True
+    if names == {STREAM_ID_COLUMN} and any(
+        col.unique for col in table.columns if col.name == STREAM_ID_COLUMN
+    ):
+        return True
+    return any(
+        isinstance(cons, sa.UniqueConstraint) and set(cons.columns.keys()) == names
+        for cons in table.constraints
+    ) or any(idx.unique and set(idx.columns.keys()) == names for idx in table.indexes)
+
+
 def check_identity(model: type[SQLModel], table: sa.Table) -> None:
     """Refuse a model that cannot make writes idempotent on the entry ID."""
-    column = table.columns.get(STREAM_ID_COLUMN)
-    unique = column is not None and (
-        (column.primary_key and len(table.primary_key.columns) == 1)
-        or bool(column.unique)
-        or any(
-            isinstance(cons, sa.UniqueConstraint)
-            and list(cons.columns.keys()) == [STREAM_ID_COLUMN]
-            for cons in table.constraints
-        )
-        or any(
-            idx.unique and list(idx.columns.keys()) == [STREAM_ID_COLUMN] for idx in table.indexes
-        )
-    )
-    if not unique:
+    if not (
+        _unique_on(table, {STREAM_ID_COLUMN})
+        or _unique_on(table, {STREAM_COLUMN, STREAM_ID_COLUMN})
+    ):
         raise ConfigError(
             f"model {model.__module__}.{model.__name__} has no unique `{STREAM_ID_COLUMN}` "
             "column, so a redelivered message would make a second row. Add this line to the "
             f"class:\n    {STREAM_ID_COLUMN}: str = Field(unique=True, index=True)\n"
             f"(or `{STREAM_ID_COLUMN}: str = Field(primary_key=True)`); streamscale fills it with "
             "the stream entry ID."
+        )
+
+
+def check_streams(model: type[SQLModel], table: sa.Table, streams: list[str]) -> None:
+    """Refuse several streams into a table whose identity is the entry ID alone."""
+    if len(streams) > 1 and shares_identity(table):
+        raise ConfigError(
+            f"streams {', '.join(streams)} would all write into table {table.name!r}, whose "
+            f"identity is `{STREAM_ID_COLUMN}` alone: entry IDs repeat across streams, so rows "
+            f"would be dropped as duplicates. Make (`{STREAM_COLUMN}`, `{STREAM_ID_COLUMN}`) the "
+            f"identity of {model.__name__}:\n"
+            f"    {STREAM_COLUMN}: str = Field(primary_key=True)\n"
+            f"    {STREAM_ID_COLUMN}: str = Field(primary_key=True)\n"
+            "(streamscale fills both), or run one StreamConsumer per stream, each with its own "
+            "model."
         )
 
 
@@ -113,6 +136,8 @@ def check_owner(table_name: str, stream: str, owner: str) -> None:
 
 def conflict_columns(table: sa.Table) -> list[str]:
     """The columns `ON CONFLICT` targets: the entry's identity."""
-    if table.name == EVENTS_TABLE and "stream" in table.columns:
-        return ["stream", STREAM_ID_COLUMN]
+    if not _unique_on(table, {STREAM_ID_COLUMN}) and _unique_on(
+        table, {STREAM_COLUMN, STREAM_ID_COLUMN}
+    ):
+        return [STREAM_COLUMN, STREAM_ID_COLUMN]
     return [STREAM_ID_COLUMN]

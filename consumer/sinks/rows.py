@@ -15,7 +15,7 @@ from typing_extensions import TypedDict
 
 from streamscale.consumer.constants import STREAM_ID_COLUMN
 from streamscale.consumer.messages import Message
-from streamscale.consumer.sinks.models import StreamEvent
+from streamscale.consumer.sinks.models import STREAM_COLUMN, StreamEvent, conflict_columns
 from streamscale.core.streams import StreamId
 
 Row = tuple[Any, ...]
@@ -62,12 +62,17 @@ class RowBuilder:
     than building ORM objects.
     """
 
-    def __init__(self, model: type[SQLModel], stream: str, *, json_as_text: bool) -> None:
+    def __init__(self, model: type[SQLModel], *, json_as_text: bool) -> None:
         table = getattr(model, "__table__", None)
         assert isinstance(table, sa.Table)
         self.table = table
-        self.stream = stream
         self.events = model is StreamEvent
+        # Filled by streamscale, not taken from the payload: the entry ID, and the stream when
+        # it is part of the identity (a table several streams feed).
+        self._filled = [
+            STREAM_ID_COLUMN,
+            *(c for c in conflict_columns(table) if c != STREAM_ID_COLUMN),
+        ]
         if self.events:
             self.columns = ["stream", STREAM_ID_COLUMN, "payload", "produced_at"]
             self._payload_json = json_as_text
@@ -80,7 +85,7 @@ class RowBuilder:
         infos = {
             name: info
             for name, info in model.model_fields.items()
-            if name in self.columns and name != STREAM_ID_COLUMN
+            if name in self.columns and name not in self._filled
         }
         # Validating into dicts costs about half of validating into model instances (0.95-1.1
         # against 1.8 µs per product row, bench/README.md), but a TypedDict fills no defaults
@@ -120,9 +125,13 @@ class RowBuilder:
             self._converters.append((name, convert))
         # `_row` runs once per message: one itemgetter call picks the values, and only the
         # columns that need it are converted (half the cost of a per-column generator).
-        self._pick = _picker([name for name in self.columns if name != STREAM_ID_COLUMN])
-        self._id_at = (
-            self.columns.index(STREAM_ID_COLUMN) if STREAM_ID_COLUMN in self.columns else None
+        self._pick = _picker([name for name in self.columns if name not in self._filled])
+        # (column position, is the stream) in column order: inserting the lower position first
+        # keeps the later positions right.
+        self._inserts = sorted(
+            (self.columns.index(name), name == STREAM_COLUMN)
+            for name in self._filled
+            if name in self.columns
         )
         self._convert_at = [(i, c) for i, (_, c) in enumerate(self._converters) if c is not None]
 
@@ -136,7 +145,7 @@ class RowBuilder:
         try:
             valid = self._many.validate_python(payloads)
             return (
-                [self._row(m.id, v) for m, v in zip(messages, valid, strict=True)],
+                [self._row(m, v) for m, v in zip(messages, valid, strict=True)],
                 [m.id for m in messages],
                 {},
             )
@@ -148,7 +157,7 @@ class RowBuilder:
         for message in messages:
             try:
                 value = self._one.validate_python(message.payload)
-                row = self._row(message.id, value)
+                row = self._row(message, value)
             except pydantic.ValidationError as exc:
                 rejected[message.id] = _describe(exc)
                 continue
@@ -159,10 +168,10 @@ class RowBuilder:
             ids.append(message.id)
         return rows, ids, rejected
 
-    def _row(self, entry_id: StreamId, value: Any) -> Row:
+    def _row(self, message: Message, value: Any) -> Row:
         row = list(self._pick(value if self._dicts else value.__dict__))
-        if self._id_at is not None:
-            row.insert(self._id_at, entry_id)
+        for at, is_stream in self._inserts:
+            row.insert(at, message.stream if is_stream else message.id)
         for i, convert in self._convert_at:
             row[i] = convert(row[i])
         return tuple(row)
@@ -178,7 +187,7 @@ class RowBuilder:
             except UNSTORABLE as exc:
                 rejected[m.id] = f"cannot store the payload: {exc}"
                 continue
-            rows.append((self.stream, m.id, payload, produced))
+            rows.append((m.stream, m.id, payload, produced))
             ids.append(m.id)
         return rows, ids, rejected
 

@@ -26,9 +26,19 @@ from sqlmodel import SQLModel
 
 from streamscale.consumer.messages import Message
 from streamscale.consumer.sinks.base import SinkResult
+from streamscale.consumer.sinks.column_types import (
+    MODEL_TYPE_SQL,
+    TABLE_TYPES_SQL,
+    Mismatch,
+    PgType,
+    cannot_store,
+    mismatched_types_error,
+    silent_change,
+)
 from streamscale.consumer.sinks.models import (
     OWNERS_TABLE,
     check_owner,
+    check_streams,
     conflict_columns,
     owners,
     shares_identity,
@@ -123,6 +133,19 @@ _PERMANENT_PG = (
 )
 
 
+_SCHEMA_PG = (
+    asyncpg.exceptions.UndefinedColumnError,  # 42703: a model column is gone
+    asyncpg.exceptions.DatatypeMismatchError,  # 42804: a column's type cannot take the values
+    asyncpg.exceptions.CannotCoerceError,  # 42846
+)
+"""The table no longer fits the model (altered under a running consumer): no retry can help."""
+
+_CANNOT_STORE_PG = (
+    asyncpg.exceptions.DatatypeMismatchError,
+    asyncpg.exceptions.CannotCoerceError,
+)
+
+
 _TRANSIENT_PG = (
     TimeoutError,
     OSError,
@@ -154,7 +177,7 @@ class PostgresSink(SqlSinkBase):
         self,
         url: str,
         model: type[SQLModel],
-        stream: str,
+        streams: list[str],
         pool_size: int,
         *,
         add_missing_columns: bool = False,
@@ -164,8 +187,9 @@ class PostgresSink(SqlSinkBase):
         self.timeout = timeout
         self.add_missing_columns = add_missing_columns
         self.model = model
-        self.stream = stream
-        self.builder = RowBuilder(model, stream, json_as_text=True)
+        self.stream = streams[0]
+        self.builder = RowBuilder(model, json_as_text=True)
+        check_streams(model, self.builder.table, streams)
         self.pool_size = pool_size
         self.pool: asyncpg.Pool | None = None
         table = self.builder.table
@@ -175,6 +199,7 @@ class PostgresSink(SqlSinkBase):
         target = ", ".join(quote(name) for name in conflict_columns(table))
         name = dialect.identifier_preparer.format_table(table)
         types = [_array_element_type(table.columns[c], dialect) for c in self.builder.columns]
+        self._param_types = dict(zip(self.builder.columns, types, strict=True))
         if any(isinstance(table.columns[c].type, sa.ARRAY) for c in self.builder.columns):
             # unnest() would flatten array columns: insert row by row in one round trip instead.
             values = ", ".join(f"${i}" for i in range(1, len(types) + 1))
@@ -208,6 +233,10 @@ class PostgresSink(SqlSinkBase):
                 max_size=self.pool_size,
                 command_timeout=self.timeout,
                 timeout=self.timeout,
+                # Naive times are UTC (rows.py): a timezone-aware value going into a `timestamp`
+                # column becomes its UTC time, and a naive one into `timestamptz` is read as UTC,
+                # whatever the server's TimeZone (column_types.py).
+                server_settings={"timezone": "UTC"},
             )
             async with self.pool.acquire() as conn, conn.transaction():
                 # Several pods start at once: serialize CREATE TABLE IF NOT EXISTS, which can
@@ -264,18 +293,59 @@ class PostgresSink(SqlSinkBase):
             )
         }
         missing = dict(spec for col, spec in self._column_types.items() if col not in present)
-        if not missing:
-            return
-        if not self.add_missing_columns:
-            raise missing_columns_error(self._table_name, missing)
-        for col, type_ in missing.items():
-            await conn.execute(
-                f"ALTER TABLE {self._table_name} ADD COLUMN IF NOT EXISTS {col} {type_}"
-            )
-        logger.warning(
-            "added the missing column(s) %s to table %s (nullable: existing rows have NULL)",
-            ", ".join(missing), self._table_name,
-        )  # fmt: skip
+        if missing:
+            if not self.add_missing_columns:
+                raise missing_columns_error(self._table_name, missing)
+            for col, type_ in missing.items():
+                await conn.execute(
+                    f"ALTER TABLE {self._table_name} ADD COLUMN IF NOT EXISTS {col} {type_}"
+                )
+            logger.warning(
+                "added the missing column(s) %s to table %s (nullable: existing rows have NULL)",
+                ", ".join(missing), self._table_name,
+            )  # fmt: skip
+        await self._check_types(conn)
+
+    async def _check_types(self, conn: asyncpg.Connection) -> None:
+        """Refuse a table with a column whose type cannot take the model's values, or would
+        change them without a word (column_types.py says which types fit)."""
+        found = {
+            row["attname"]: PgType(row["display"], row["typname"], row["typcategory"])
+            for row in await conn.fetch(TABLE_TYPES_SQL, self._table_name)
+        }
+        mismatches = []
+        for col, (quoted, model_type) in self._column_types.items():
+            table_type = found.get(col)
+            if table_type is None:
+                continue
+            why = await self._cannot_store(conn, quoted, self._param_types[col])
+            if why is None:
+                model = await conn.fetchrow(MODEL_TYPE_SQL, model_type)
+                if model is not None:  # a type PostgreSQL does not know is not judged
+                    resolved = PgType(model["display"], model["typname"], model["typcategory"])
+                    why = silent_change(resolved, table_type)
+            if why is not None:
+                mismatches.append(Mismatch(quoted, table_type.display, model_type, why))
+        if mismatches:
+            raise mismatched_types_error(self._table_name, mismatches)
+
+    async def _cannot_store(self, conn: asyncpg.Connection, column: str, param: str) -> str | None:
+        """Ask PostgreSQL whether the batch INSERT can assign the model's values to `column`:
+        prepare (never run) the insert of that one column, with the parameter type the batch
+        statement casts to."""
+        if self._many:  # untyped parameters: PostgreSQL takes the column's own type
+            return None
+        try:
+            async with conn.transaction():  # a savepoint: a refused prepare aborts only it
+                await conn.prepare(
+                    f"INSERT INTO {self._table_name} ({column}) VALUES ($1::{param})"
+                )
+        except _CANNOT_STORE_PG as exc:
+            return cannot_store(exc)
+        except asyncpg.exceptions.PostgresError as exc:
+            # Not a type question (a GENERATED ALWAYS column, ...): the batch insert reports it.
+            logger.debug("column %s not judged: %s", column, exc)
+        return None
 
     async def _claim_table(self, conn: asyncpg.Connection) -> None:
         """Record this stream as the table's one feeder, or refuse when another stream is."""
@@ -303,7 +373,7 @@ class PostgresSink(SqlSinkBase):
                     await conn.execute(self.sql, *zip(*rows, strict=True))
         except _PERMANENT_PG as exc:
             raise RowError(str(exc)) from exc
-        except asyncpg.exceptions.UndefinedColumnError as exc:
+        except _SCHEMA_PG as exc:
             # The table was altered under a running consumer: retrying cannot help.
             raise ConfigError(
                 f"writing into table {self._table_name} failed: {exc}. Restart the consumer: "
@@ -355,14 +425,20 @@ class SqliteSink(SqlSinkBase):
     """
 
     def __init__(
-        self, url: str, model: type[SQLModel], stream: str, *, add_missing_columns: bool = False
+        self,
+        url: str,
+        model: type[SQLModel],
+        streams: list[str],
+        *,
+        add_missing_columns: bool = False,
     ) -> None:
         self.add_missing_columns = add_missing_columns
         _scheme, sep, rest = url.partition("://")
         self.url = "sqlite+aiosqlite" + sep + rest
         self.model = model
-        self.stream = stream
-        self.builder = RowBuilder(model, stream, json_as_text=False)
+        self.stream = streams[0]
+        self.builder = RowBuilder(model, json_as_text=False)
+        check_streams(model, self.builder.table, streams)
         table = self.builder.table
         self.stmt = sqlite.insert(table).on_conflict_do_nothing(
             index_elements=conflict_columns(table)

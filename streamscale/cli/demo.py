@@ -17,7 +17,6 @@ import dataclasses
 import json
 import random
 import shutil
-import signal
 import sqlite3
 import tempfile
 import time
@@ -34,7 +33,8 @@ from streamscale.cli.local import LocalConsumers, LocalError, RedisProcess
 from streamscale.core import lag, streams
 from streamscale.core.constants import DEAD_LETTER_SUFFIX, EVENTS_TABLE, X_ORIGINAL_ID
 from streamscale.core.deadletter import Scripts
-from streamscale.core.errors import ConfigError
+from streamscale.core.errors import ConfigError, Interrupted, StreamscaleError
+from streamscale.core.tasks import cancel_all, spawn, stop_on_signals
 from streamscale.operator import forecasting, scaling
 
 STREAM = "orders"
@@ -47,12 +47,12 @@ CLAIM_IDLE_MS = 3_000
 MAX_DELIVERIES = 3
 DRAIN_TIMEOUT_SECONDS = 300.0
 """Without --duration, give up (exit 1) if the burst is not drained by then."""
-EXIT_INTERRUPTED = 130
 MAX_CRASHES = 3
+INTERRUPTED = "interrupted: every child process was stopped"
 
 
-class DemoError(RuntimeError):
-    """The demo cannot run; the text says what to do."""
+class DemoError(StreamscaleError):
+    """The demo cannot run, or cannot go on; the text says what to do (exit 1)."""
 
 
 @dataclasses.dataclass
@@ -170,6 +170,8 @@ class Demo:
         self.produced = asyncio.Event()
         self.drained = False
         self.interrupted = False
+        self.failure: DemoError | None = None
+        """Why the run cannot go on, set by a task: the run raises it once everything stopped."""
 
     def interrupt(self) -> None:
         """Ctrl-C or SIGTERM: end the run; its cleanup stops every child in order.
@@ -207,12 +209,11 @@ class Demo:
             # scaling starts once it is in. Otherwise how far one early consumer got before the
             # second poll, a race with the producer, decided the replicas.
             waiters = [
-                asyncio.create_task(self.stop.wait()),
-                asyncio.create_task(self.produced.wait()),
+                spawn(self.stop.wait(), name="scaler: stop"),
+                spawn(self.produced.wait(), name="scaler: burst produced"),
             ]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
+            await cancel_all(waiters)
         while not self.stop.is_set():
             # One XINFO STREAM a poll serves the lag bound and the arrival counter.
             stream_fields = await lag.stream_info(redis, STREAM)
@@ -248,7 +249,12 @@ class Demo:
                 self.state.scale_events.append(f"{self.state.elapsed():5.1f}s crashed: {crash}")
             self.state.crashes = len(actuator.crashed)
             if self.state.crashes > MAX_CRASHES:
-                raise DemoError("consumer processes keep failing: " + "; ".join(actuator.crashed))
+                # An outcome, not a crash of this task: reported once, by `run`.
+                self.failure = DemoError(
+                    "consumer processes keep failing: " + "; ".join(actuator.crashed)
+                )
+                self.stop.set()
+                return
             if (
                 self.options.duration is None
                 and self.state.producing_done
@@ -344,13 +350,13 @@ class Demo:
         try:
             await streams.ensure_group(redis, STREAM, GROUP, "0")
             tasks = [
-                asyncio.create_task(self.produce(redis), name="producer"),
-                asyncio.create_task(self.scale(redis, actuator), name="scaler"),
-                asyncio.create_task(self.reclaim(redis, actuator), name="mover"),
-                asyncio.create_task(self.watch(redis), name="status"),
+                spawn(self.produce(redis), name="producer"),
+                spawn(self.scale(redis, actuator), name="scaler"),
+                spawn(self.reclaim(redis, actuator), name="mover"),
+                spawn(self.watch(redis), name="status"),
             ]
             if self.options.chaos:
-                tasks.append(asyncio.create_task(self.chaos(actuator, self.options.chaos)))
+                tasks.append(spawn(self.chaos(actuator, self.options.chaos), name="chaos"))
             deadline = self.options.duration or DRAIN_TIMEOUT_SECONDS
             live = (
                 Live(self.view(), console=self.console, refresh_per_second=4)
@@ -370,11 +376,11 @@ class Demo:
                 self.stop.set()
                 if view is not None:
                     view.update(self.view())
+            if self.failure is not None:
+                raise self.failure
         finally:
             self.stop.set()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(tasks)
             await asyncio.to_thread(actuator.stop_all)
             self.state.peak_replicas = max(self.state.peak_replicas, actuator.peak)
         try:
@@ -481,28 +487,25 @@ async def _main(options: DemoOptions, workdir: Path, console: Console) -> dict[s
                 soft_wrap=True,
             )
         demo = Demo(options, console)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, demo.interrupt)
-        try:
+        with stop_on_signals(demo.interrupt):
             return await demo.run(redis_server.url, database_url, workdir)
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
     finally:
         redis_server.stop()
 
 
 def main(options: DemoOptions) -> int:
-    """Run the demo; the exit code (0: everything produced was stored or dead-lettered)."""
+    """Run the demo; the exit code (0: everything produced was stored or dead-lettered).
+
+    Raises `Interrupted` when Ctrl-C or SIGTERM ended it (after every child stopped) and
+    `DemoError` when it cannot run.
+    """
     console = Console(stderr=options.as_json)
     workdir = Path(tempfile.mkdtemp(prefix="streamscale-demo-"))
     try:
         try:
             summary = asyncio.run(_main(options, workdir, console))
         except (KeyboardInterrupt, asyncio.CancelledError):
-            console.print("interrupted: every child process was stopped")
-            return EXIT_INTERRUPTED
+            raise Interrupted(INTERRUPTED) from None
         except LocalError as exc:
             raise DemoError(str(exc)) from None
         except DemoError:
@@ -513,8 +516,7 @@ def main(options: DemoOptions) -> int:
         else:
             render_summary(summary, console)
         if summary["interrupted"]:
-            console.print("interrupted: every child process was stopped")
-            return EXIT_INTERRUPTED
+            raise Interrupted(INTERRUPTED)
         accounted = summary["lost"] == 0
         if options.duration is None and not (summary["drained"] and accounted):
             console.print(

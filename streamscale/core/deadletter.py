@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from streamscale.core import constants
@@ -190,6 +190,29 @@ def cluster_names_problem(stream: str, dead_letter_stream: str, group: str) -> s
         " (with its counter hash) are in different hash slots, so dead-lettering would fail"
         f" with CROSSSLOT. Give them one hash tag: use {rename}"
     )
+
+
+def cluster_problem(
+    streams: Sequence[str], dead_letter_for: Callable[[str], str], group: str
+) -> str | None:
+    """Why one consumer group cannot read `streams` on a Redis Cluster, or None if it can.
+
+    Besides each stream's own names (`cluster_names_problem`), a consumer reads all its streams
+    in one XREADGROUP, which Redis Cluster also runs only within one hash slot.
+    """
+    problems = [
+        problem
+        for stream in streams
+        if (problem := cluster_names_problem(stream, dead_letter_for(stream), group)) is not None
+    ]
+    if len(streams) > 1 and not same_slot(*streams):
+        problems.append(
+            f"on Redis Cluster, the streams {', '.join(map(repr, streams))} are in different"
+            " hash slots, and a consumer reads all its streams in one XREADGROUP, which Redis"
+            " Cluster runs only within one slot. Give them one hash tag (e.g. '{orders}:eu' and"
+            " '{orders}:us'), or use one StreamConsumer per stream"
+        )
+    return "; ".join(problems) or None
 
 
 async def read_counts(redis: Client, key: str) -> dict[str, int]:

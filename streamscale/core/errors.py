@@ -1,7 +1,8 @@
 """The errors every streamscale entry point knows: one root, and which Redis errors to retry.
 
 The CLI turns any `StreamscaleError` into one message and an exit code, never a traceback;
-`ConfigError` (exit 2) means the user must change a setting, `TransientError` that waiting helps.
+`ConfigError` (exit 2) means the user must change a setting, `Interrupted` (exit 130) that a
+signal ended the run, `TransientError` that waiting helps.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
     NoPermissionError,
+    ReadOnlyError,
     RedisClusterException,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+EXIT_FAILED = 1
+"""Exit status of a command that ran and failed (Redis unreachable, an entry not replayed)."""
 EXIT_CONFIG = 2
 """Exit status of every entry point refusing its configuration (as click does for usage)."""
 EXIT_INTERRUPTED = 130
@@ -30,6 +34,10 @@ class StreamscaleError(Exception):
 
 class ConfigError(StreamscaleError):
     """A setting the process cannot start with; the message says what to change."""
+
+
+class Interrupted(StreamscaleError):
+    """SIGINT or SIGTERM ended a run early, after it said how far it got (exit 130)."""
 
 
 class TransientError(StreamscaleError):
@@ -53,12 +61,16 @@ REDIS_RETRYABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,
+    ReadOnlyError,
+    TryAgainError,
     OSError,
     TimeoutError,
     *REDIS_CLUSTER_RETRYABLE,
 )
-"""Redis did not answer, is still loading its data, or its cluster is failing over: retrying
-with backoff is all to do."""
+"""Redis did not answer, is still loading its data, or is in a failover (a demoted master
+answers READONLY; a cluster slot in migration TRYAGAIN; see REDIS_CLUSTER_RETRYABLE): retrying
+with backoff is all to do. Catch `REDIS_DENIED` first: redis-py derives some refusals from
+ConnectionError, and see `redis_denial` for a refusal a Cluster client wraps."""
 
 REDIS_DENIED: tuple[type[BaseException], ...] = (
     AuthenticationError,

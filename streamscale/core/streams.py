@@ -7,6 +7,7 @@ Everything here talks to Redis through redis-py's asyncio client created with
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -150,6 +151,36 @@ async def ensure_group(redis: Client, stream: str, group: str, start_id: str = "
             return False
         raise
     return True
+
+
+class Recreated(enum.Enum):
+    """What `recreate_group_if_empty` did."""
+
+    CREATED = "created"
+    EXISTS = "exists"
+    """Someone (another consumer, the operator) recreated it first: nothing to do."""
+    REFUSED = "refused"
+    """The stream still has entries: the group was destroyed on purpose, not lost with Redis."""
+
+
+async def recreate_group_if_empty(
+    redis: Client, stream: str, group: str, start_id: str = "0"
+) -> Recreated:
+    """Recreate a group that vanished, but only when its stream is empty or gone too.
+
+    A group lost together with its stream (Redis restarted empty, the key expired) is safe to
+    make again at `start_id`. A group gone from a stream that still has entries was destroyed
+    (`XGROUP DESTROY`): recreating it at the start would deliver the whole stream again, through
+    handlers too, so that is left to a person who knows where it should go on.
+    """
+    # Asked first: a group someone else recreated may have entries again since, and must not
+    # be taken for a destroyed one.
+    if await group_info(redis, stream, group) is not None:
+        return Recreated.EXISTS
+    if await redis.xlen(stream) > 0:
+        return Recreated.REFUSED
+    created = await ensure_group(redis, stream, group, start_id)
+    return Recreated.CREATED if created else Recreated.EXISTS
 
 
 def parse_entries(raw: Sequence[Any]) -> list[Entry]:

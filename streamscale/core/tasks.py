@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -38,17 +38,22 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM set `stop` instead of killing the process.
+def stop_on_signals(stop: asyncio.Event | Callable[[], object]) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM set `stop` (or call it) instead of killing the process.
+
+    The one signal wiring of every streamscale process: a signal only asks for a stop, and the
+    caller then shuts down in its own order (the consumer drains its batches first). A callable
+    is called on every signal, so it must be safe to call again.
 
     Inside a running loop only. The handlers are removed on exit, so a second Ctrl-C after the
     block ends interrupts as usual. Platforms without loop signal handlers keep the defaults.
     """
+    callback = stop.set if isinstance(stop, asyncio.Event) else stop
     loop = asyncio.get_running_loop()
     installed = []
     for signum in STOP_SIGNALS:
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, callback)
             installed.append(signum)
     try:
         yield

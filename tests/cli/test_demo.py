@@ -200,3 +200,24 @@ def test_demo_never_prints_the_database_password(tmp_path, postgres_server):
         assert result.returncode == 0, result.stderr + result.stdout
         assert secret not in result.stdout + result.stderr
         assert "***" in result.stdout
+
+
+def test_consumers_that_keep_crashing_end_the_demo_with_one_message(tmp_path):
+    """The scaler's verdict, not a crash of its task: one `Error:` line, no traceback, logs kept."""
+    env = demo_env(tmp_path)
+    env["STREAMSCALE_BATCH_SIZE"] = "0"  # every consumer refuses its settings and exits 2
+    result = subprocess.run(
+        [STREAMSCALE, "demo", "--count", "200", "--no-live"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "consumer processes keep failing" in errors[0], result.stderr
+    assert "batch_size" in errors[0] and "Traceback" not in result.stderr
+    kept = [d for d in tmp_path.iterdir() if d.name.startswith("streamscale-demo-")]
+    assert len(kept) == 1 and sorted(kept[0].glob("consumer-*.log")), "the logs are kept"

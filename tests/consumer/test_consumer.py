@@ -624,3 +624,75 @@ def test_large_messages_are_read_within_the_byte_budget_so_memory_stays_bounded(
         client.delete(stream)
     # 8 MiB raw per read, a few copies while decoding and storing: far from 135 MB x copies.
     assert grown_mib < 100, f"peak RSS grew by {grown_mib:.0f} MiB"
+
+
+@pytest.mark.timeout(120)
+def test_a_pod_stopped_while_holding_entries_hands_them_back_at_once(
+    redis_server: RedisServer, fresh_postgres: PostgresServer, client: redis.Redis,
+    names: Callable[[str], str],
+) -> None:  # fmt: skip
+    """Scale-in of a pod whose batch cannot finish (database hung): what it holds is claimable
+    by the other pods at once, not after its claim idle time (here a minute)."""
+    stream = names("handback")
+    url = fresh_postgres.url("postgres")
+    ids = produce(client, stream, (product(n) for n in range(50)))
+    slow_claim = {"claim_idle_ms": 60_000, "database_timeout_seconds": 1}
+    leaving = ConsumerProcess(**settings(redis_server.url, url, stream, consumer="leaving",
+                                         concurrency=1, shutdown_grace_seconds=3,
+                                         **slow_claim)).start()  # fmt: skip
+    paused: list[int] = []
+    try:
+        wait_until(lambda: count_rows(fresh_postgres, url, "products") == 50, 30, 0.2, "rows")
+        paused = postgres_processes(fresh_postgres)
+        signal_all(paused, signal.SIGSTOP)
+        later = produce(client, stream, (product(n) for n in range(50, 80)))
+        wait_until(lambda: client.xinfo_groups(stream)[0]["pending"] > 0, 15, 0.1, "a batch")
+        time.sleep(0.5)
+        held = client.xpending_range(stream, "writers", "-", "+", 100)
+        assert leaving.terminate() == 0
+        signal_all(paused, signal.SIGCONT)
+        paused = []
+        pending = client.xpending_range(stream, "writers", "-", "+", 100)
+        assert {p["message_id"] for p in pending} == {p["message_id"] for p in held}
+        assert all(p["time_since_delivered"] >= 60_000 for p in pending), "handed back"
+        assert all(p["times_delivered"] == 1 for p in pending), "no delivery counted"
+        assert f"{len(held)} handed back" in leaving.output()
+        staying = ConsumerProcess(**settings(redis_server.url, url, stream, consumer="staying",
+                                             **slow_claim)).start()  # fmt: skip
+        try:
+            started = time.monotonic()
+            wait_until(lambda: count_rows(fresh_postgres, url, "products") == 80, 20, 0.2)
+            assert time.monotonic() - started < 20, "well before the 60 s claim idle time"
+            assert staying.terminate() == 0
+        finally:
+            staying.kill()
+    finally:
+        signal_all(paused, signal.SIGCONT)
+        leaving.kill()
+    assert client.xlen(stream + ":dlq") == 0
+    db_ids = set(fresh_postgres.psql("SELECT stream_id FROM products", "postgres").split())
+    assert db_ids == set(ids) | set(later)
+
+
+@pytest.mark.timeout(60)
+def test_redis_credentials_revoked_after_a_good_start_stop_the_consumer_with_exit_2(
+    redis_server: RedisServer, postgres_server: PostgresServer, database_url: str,
+    client: redis.Redis, names: Callable[[str], str],
+) -> None:  # fmt: skip
+    stream = names("revoked")
+    user = names("reader").replace("-", "")
+    client.execute_command("ACL", "SETUSER", user, "on", ">first", "~*", "&*", "+@all")
+    url = redis_server.url.replace("redis://", f"redis://{user}:first@")
+    produce(client, stream, (product(n) for n in range(20)))
+    consumer = ConsumerProcess(**settings(url, database_url, stream)).start()
+    try:
+        wait_until(lambda: count_rows(postgres_server, database_url, "products") == 20, 30)
+        client.execute_command("ACL", "SETUSER", user, "resetpass", ">rotated")
+        client.execute_command("CLIENT", "KILL", "USER", user)
+        assert consumer.wait(30) == 2
+    finally:
+        consumer.kill()
+        client.execute_command("ACL", "DELUSER", user)
+    out = consumer.output()
+    assert "Redis refused the credentials" in out and ":first@" not in out
+    assert "Traceback" not in out

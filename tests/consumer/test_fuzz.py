@@ -19,10 +19,12 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
 from sqlmodel import Field, SQLModel
 
 from examples.models import Product
 from streamscale.consumer.messages import Message, decode, entry_size
+from streamscale.consumer.metrics import E2E_BUCKETS, BatchHistogram
 from streamscale.consumer.sinks.models import StreamEvent
 from streamscale.consumer.sinks.rows import RowBuilder
 from tests.support.chaos import dead_letters, group_state
@@ -99,7 +101,7 @@ field_maps = st.one_of(
 )  # fmt: skip
 
 
-EVENTS = RowBuilder(StreamEvent, "s", json_as_text=True)
+EVENTS = RowBuilder(StreamEvent, json_as_text=True)
 
 
 @FUZZ
@@ -160,7 +162,7 @@ payloads = st.one_of(
 )  # fmt: skip
 
 
-PRODUCTS = RowBuilder(Product, "s", json_as_text=True)
+PRODUCTS = RowBuilder(Product, json_as_text=True)
 
 
 def _messages(items: list[dict[str, Any]]) -> list[Message]:
@@ -175,7 +177,7 @@ def test_row_builder_never_raises_and_accounts_for_every_message(
     messages = _messages(items)
     for builder in (
         PRODUCTS,
-        RowBuilder(Product, "s", json_as_text=False),
+        RowBuilder(Product, json_as_text=False),
         EVENTS,
     ):
         rows, ids, rejected = builder.build(messages)
@@ -201,7 +203,7 @@ class DefaultedProduct(SQLModel, table=True):
     note: str = "none"
 
 
-DEFAULTED = RowBuilder(DefaultedProduct, "s", json_as_text=True)
+DEFAULTED = RowBuilder(DefaultedProduct, json_as_text=True)
 
 
 @settings(FUZZ, max_examples=120)
@@ -351,3 +353,24 @@ def test_nul_in_a_jsonb_payload_is_dead_lettered_not_retried_forever(
     assert {d["x-reason"] for d in dead.values()} == {"invalid"}
     assert all(d["x-error"] for d in dead.values()), dead
     assert "Traceback" not in output
+
+
+def test_the_batch_histogram_exposes_what_prometheus_clients_histogram_does() -> None:
+    registry = CollectorRegistry()
+    values = [0.0, 0.001, 0.0010001, 0.3, 7.5, 1e9, 0.25, 0.25, 300.0, 300.5]
+    plain = Histogram("plain", "x", ["a"], buckets=E2E_BUCKETS, registry=registry)
+    batched = BatchHistogram("batched", "x", ["a"], buckets=E2E_BUCKETS, registry=registry)
+    for value in values:
+        plain.labels("1").observe(value)
+    batched.labels("1").observe_many(values[:4])
+    batched.labels("1").observe_many(values[4:-1])
+    batched.labels("1").observe(values[-1])
+    samples = {
+        family.name: [
+            (s.name.split("_", 1)[1], s.labels, s.value)
+            for s in family.samples
+            if not s.name.endswith("_created")  # the consumer disables `_created` series
+        ]
+        for family in registry.collect()
+    }
+    assert samples["batched"] == samples["plain"]

@@ -10,7 +10,12 @@ from redis.asyncio.cluster import RedisCluster
 
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.core import redis_urls
-from streamscale.core.deadletter import cluster_names_problem, counter_key, hash_tag
+from streamscale.core.deadletter import (
+    cluster_names_problem,
+    cluster_problem,
+    counter_key,
+    hash_tag,
+)
 from streamscale.core.streams import SentinelMaster, connect, is_cluster, same_slot
 from streamscale.operator.deployment import has_password
 from streamscale.operator.settings import OperatorSettings
@@ -134,3 +139,14 @@ def test_hash_tags_and_the_names_to_use_on_cluster(caplog: pytest.LogCaptureFixt
     # A tagged stream with a dead-letter stream of its own naming: only that one changes.
     problem = cluster_names_problem("{orders}", "dead-letters", "writers")
     assert problem is not None and "use dead-letter stream '{orders}:dlq'" in problem
+
+
+def test_several_streams_on_cluster_must_share_one_slot() -> None:
+    def default(stream: str) -> str:
+        return stream + ":dlq"
+
+    assert cluster_problem(["{orders}:eu", "{orders}:us"], default, "writers") is None
+    problem = cluster_problem(["{orders}:eu", "{refunds}"], default, "writers")
+    assert problem is not None and "one XREADGROUP" in problem and "'{orders}:us'" in problem
+    problem = cluster_problem(["orders", "{refunds}"], default, "writers")
+    assert problem is not None and "'{orders}:dlq'" in problem and "one XREADGROUP" in problem

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -369,7 +370,9 @@ def test_operator_command_and_env_are_what_streamscale_operate_reads(sets: list[
     container = operator_container(template(sets=sets))
     program, command, *args = container["command"]
     assert program == "streamscale"
-    context = cli.commands[command].make_context(command, list(args))
+    operate = cli.get_command(click.Context(cli), command)
+    assert operate is not None, f"no command {command!r}"
+    context = operate.make_context(command, list(args))
     assert bool(context.params["namespaces"]) != context.params["all_namespaces"]
     settings = {f"STREAMSCALE_{name.upper()}" for name in OperatorSettings.model_fields}
     for env in container["env"]:

@@ -198,8 +198,13 @@ async def test_every_panel_shows_data_from_real_streamscale_processes(
             "redis": {"url": redis_server.url},
             "database": h.DATABASE,
             "consumer": {"image": "streamscale:test"},
+            # replicaThroughput seeds the per-replica rate, so the throughput and predicted
+            # drain panels have data from the second poll on: without it they wait for the
+            # operator to learn one over a poll interval busy at both ends, which a consumer
+            # that keeps up with this trickle may never give.
             "scaling": {"minReplicas": 0, "maxReplicas": 3, "backlogPerReplica": 5,
-                        "pollSeconds": 0.5, "scaleDownStabilizationSeconds": 1},
+                        "pollSeconds": 0.5, "scaleDownStabilizationSeconds": 1,
+                        "replicaThroughput": 100},
             "deadLetter": {"maxDeliveries": 5, "idleSeconds": 1},
         },
     )  # fmt: skip

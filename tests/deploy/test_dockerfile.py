@@ -145,3 +145,30 @@ def test_the_image_install_contains_every_package() -> None:
     assert not missing, (
         f"pyproject.toml [tool.setuptools] packages misses {missing}: the image would lack them"
     )
+
+
+def test_the_dependency_layer_installs_from_what_it_copies(tmp_path: Path) -> None:
+    """The builder's first `pip install .` sees only the files copied before it: every package
+    listed in pyproject.toml needs its `__init__.py` there, or setuptools stops the build."""
+    builder = stages()[0]
+    workdir = next(Path(rest) for keyword, rest in builder if keyword == "WORKDIR")
+    source = tmp_path / "src"
+    source.mkdir()
+    for keyword, rest in builder:
+        if keyword == "RUN" and "pip install" in rest:
+            break
+        if keyword != "COPY":
+            continue
+        *files, destination = rest.split()
+        target = source / (workdir / destination).relative_to(workdir)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copy(REPO / name, target / Path(name).name)
+    else:
+        pytest.fail("no `RUN pip install` in the builder stage")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "pip"), "wheel", "--no-deps", "--no-build-isolation",
+         "--quiet", "--wheel-dir", str(tmp_path / "wheels"), str(source)],
+        capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -538,6 +538,35 @@ async def test_a_destroyed_group_is_not_recreated_at_the_start_of_a_stream_with_
         assert h.status(kmock, "orders")["lag"] == 0
 
 
+async def test_a_group_lost_with_its_stream_is_recreated_and_not_reported(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    """As after a Redis restarted empty: nothing to replay, so the group is simply made again."""
+    stream, group = names("orders"), "writers"
+    await redis.xadd(stream, {"n": "0"})
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
+        "orders", spec(stream, group, redis_server.url)
+    )
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.status(kmock, "orders").get("lag") == 1)
+        await redis.delete(stream)
+
+        async def recreated() -> bool:
+            return [g["name"] for g in await redis.xinfo_groups(stream)] == [group.encode()]
+
+        for _ in range(100):
+            if await redis.exists(stream) and await recreated():
+                break
+            await asyncio.sleep(0.05)
+        assert await recreated()
+        await h.eventually(lambda: h.status(kmock, "orders").get("lag") == 0)
+        assert h.condition(kmock, "orders", "Degraded") != "True"
+
+
 async def test_drain_time_mode_reports_its_rates_and_scales_on_them(
     kmock: kmock.KubernetesEmulator,
     redis: aioredis.Redis,
@@ -602,3 +631,44 @@ async def test_before_a_scale_in_busy_pods_cost_more_to_delete_than_idle_ones(
 
         assert cost("orders-busy") == "6"
         assert cost("orders-idle") == "0" and cost("orders-spare") == "0"
+
+
+async def test_several_streams_are_scaled_as_one_and_dead_lettered_each_into_its_own(
+    kmock: kmock.KubernetesEmulator,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:
+    orders, payments, group = names("orders"), names("payments"), "writers"
+    await redis.xgroup_create(payments, group, id="0", mkstream=True)
+    for n in range(4):
+        await redis.xadd(payments, {"n": str(n), "data": "{}"})
+    await redis.xreadgroup(group, "shop-gone", {payments: ">"}, count=4)  # a pod that vanished
+    body = spec(orders, group, redis_server.url)
+    del body["stream"]
+    body["streams"] = [orders, payments]
+    body["deadLetter"] = {"maxDeliveries": 3, "idleSeconds": 0}
+    h.declare_resources(kmock)
+    kmock.objects[h.STC, h.NAMESPACE, "shop"] = h.stream_consumer("shop", body)
+    async with h.running_operator(kmock, h.settings(redis_server.url)):
+        await h.eventually(lambda: h.status(kmock, "shop").get("deadLettered") == 4, timeout=15)
+        await h.eventually(lambda: h.replicas(kmock, "shop") == 0)
+        for n in range(23):
+            await redis.xadd(orders, {"n": str(n)})
+        for n in range(12):
+            await redis.xadd(payments, {"n": str(n)})
+        # 35 entries over two streams, 10 per replica: one scaler, 4 replicas.
+        await h.eventually(lambda: h.replicas(kmock, "shop") == 4, timeout=2.0)
+        await h.eventually(lambda: h.status(kmock, "shop").get("lag") == 35, timeout=2.0)
+        by_stream = {s["stream"]: s for s in h.status(kmock, "shop")["streams"]}
+        assert by_stream[orders]["lag"] == 23 and by_stream[payments]["lag"] == 12
+        env = {
+            e["name"]: e.get("value")
+            for e in h.obj(kmock, h.DEPLOYMENTS, "shop")["spec"]["template"]["spec"]["containers"][
+                0
+            ]["env"]
+        }
+        assert env["STREAMSCALE_STREAM"] == f"{orders},{payments}"
+    assert await redis.xlen(payments + ":dlq") == 4
+    assert not await redis.exists(orders + ":dlq")
+    assert {g["name"] for g in await redis.xinfo_groups(orders)} == {group.encode()}

@@ -13,7 +13,7 @@ from redis import exceptions as redis_exceptions
 from streamscale.core.streams import PendingEntry
 from streamscale.operator import constants as c
 from streamscale.operator import redis_failures
-from streamscale.operator.deployment import build_deployment
+from streamscale.operator.deployment import build_deployment, consumer_env
 from streamscale.operator.reclaiming import Rules, owner_pod, verdict
 from streamscale.operator.specs import SpecError, model_conflict, parse
 from streamscale.operator.status import Condition, merge_conditions
@@ -44,8 +44,8 @@ def test_the_crd_loads_from_the_chart() -> None:
     assert version["name"] == c.VERSION and version["subresources"] == {"status": {}}
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
     assert columns == [
-        "Stream", "Group", "Replicas", "Desired", "Lag", "Pending", "Dead-lettered", "Age",
-        "Arrival/s", "Drain-s",
+        "Stream", "Streams", "Group", "Replicas", "Desired", "Lag", "Pending", "Dead-lettered",
+        "Age", "Arrival/s", "Drain-s",
     ]  # fmt: skip
     scaling = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["scaling"]
     rules = [rule["rule"] for rule in scaling["x-kubernetes-validations"]]
@@ -66,6 +66,8 @@ def test_the_example_validates_against_the_schema() -> None:
     ("path", "value"),
     [
         (("spec", "stream"), None),
+        (("spec", "streams"), []),
+        (("spec", "streams"), ["a,b"]),
         (("spec", "scaling", "minReplicas"), -1),
         (("spec", "scaling", "maxReplicas"), 0),
         (("spec", "scaling", "backlogPerReplica"), 0),
@@ -90,7 +92,8 @@ def test_the_schema_rejects_bad_values(path: tuple[str, ...], value: object) -> 
 def test_parse_fills_the_defaults_and_refuses_contradictions() -> None:
     parsed = parse("ns", "x", {"stream": "s", "group": "g", "database": h.DATABASE})
     assert parsed.policy.max_replicas == 10 and parsed.poll_seconds == 5
-    assert parsed.dead_letter_stream == "s:dlq" and parsed.max_deliveries == 5
+    assert parsed.dead_letter_for("s") == "s:dlq" and parsed.max_deliveries == 5
+    assert parsed.streams == ("s",) and parsed.stream == "s"
     assert parsed.deployment_name == "x"
     with pytest.raises(SpecError, match="minReplicas"):
         parse(
@@ -307,3 +310,25 @@ def test_redis_failures_tell_unreachable_from_refused() -> None:
         assert failure.reason == "RedisRefused", exc
         assert failure.message.startswith("Redis refused")
     assert "ACL" in redis_failures.classify(refused[0]).message
+
+
+def test_several_streams_parse_into_one_spec_and_contradictions_are_refused() -> None:
+    base = {"group": "g", "database": h.DATABASE}
+    parsed = parse("ns", "x", {**base, "streams": ["orders", "payments"]})
+    assert parsed.streams == ("orders", "payments") and parsed.stream == "orders,payments"
+    assert [parsed.dead_letter_for(s) for s in parsed.streams] == ["orders:dlq", "payments:dlq"]
+    env = {e["name"]: e.get("value") for e in consumer_env(parsed, "redis://r:6379/0")}
+    assert env["STREAMSCALE_STREAM"] == "orders,payments"
+    assert "STREAMSCALE_DEAD_LETTER_STREAM" not in env
+    for bad, match in (
+        ({"stream": "a", "streams": ["b"]}, "exactly one"),
+        ({}, "exactly one"),
+        ({"streams": ["a", "a"]}, "twice"),
+        ({"streams": ["a,b"]}, "comma"),
+        ({"streams": ["a", "b"], "deadLetter": {"stream": "all:dlq"}}, "own `<stream>:dlq`"),
+    ):
+        with pytest.raises(SpecError, match=match):
+            parse("ns", "x", {**base, **bad})
+    single = parse("ns", "x", {**base, "stream": "a", "deadLetter": {"stream": "dead"}})
+    env = {e["name"]: e.get("value") for e in consumer_env(single, "redis://r:6379/0")}
+    assert env["STREAMSCALE_DEAD_LETTER_STREAM"] == "dead" and env["STREAMSCALE_STREAM"] == "a"

@@ -2,8 +2,10 @@
 
 import datetime
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
 
@@ -51,3 +53,32 @@ class ShortCode(SQLModel, table=True):
 
     stream_id: str = Field(primary_key=True)
     code: str = Field(sa_column=sa.Column(sa.String(8), nullable=False))
+
+
+class StreamProduct(SQLModel, table=True):
+    """Identity (stream, stream_id): several streams may feed it, their entry IDs repeating."""
+
+    __tablename__ = "stream_products"
+
+    stream: str = Field(primary_key=True)
+    stream_id: str = Field(primary_key=True)
+    sku: str = Field(max_length=64)
+    name: str
+    price: Decimal = Field(max_digits=12, decimal_places=2)
+    url: str
+    created_at: datetime.datetime
+
+
+class Reading(SQLModel, table=True):
+    """A column of each kind an older table can have the wrong type for (issue 10)."""
+
+    __tablename__ = "readings"
+
+    stream_id: str = Field(primary_key=True)
+    sensor: str = Field(max_length=32)
+    count: int
+    value: Decimal = Field(max_digits=10, decimal_places=3)
+    measured_at: datetime.datetime = Field(
+        sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    labels: dict[str, Any] = Field(sa_column=sa.Column(postgresql.JSONB, nullable=False))

@@ -386,6 +386,7 @@ async def test_operator_lag_is_right_after_an_aof_rewrite_and_a_redis_restart(
     client.xreadgroup(GROUP, "pod-0", {stream: ">"}, count=700)  # every entry delivered
     aof_redis.stop()
     aof_redis.start()
+    wait_until(lambda: _loaded(client), 30, 0.05, "the AOF loaded")  # a busy machine is slow
     reader = connect(aof_redis.url)
     try:
         obs = await observe(reader, stream, GROUP, estimate_limit=10_000)
@@ -393,6 +394,13 @@ async def test_operator_lag_is_right_after_an_aof_rewrite_and_a_redis_restart(
         await reader.aclose()
     assert obs.pending == 1000
     assert obs.lag == 0, f"lag {obs.lag} (estimated: {obs.lag_estimated}) with nothing unread"
+
+
+def _loaded(client: redis.Redis) -> bool:
+    try:
+        return client.info("persistence")["loading"] == 0
+    except (redis.BusyLoadingError, redis.ConnectionError):
+        return False
 
 
 @pytest.mark.timeout(120)

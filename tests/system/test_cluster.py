@@ -142,6 +142,16 @@ def test_consumer_refuses_names_in_two_hash_slots_naming_the_ones_to_use(
     finally:
         consumer.kill()
     assert f"dead-letter stream '{{{stream}}}:dlq'" in consumer.output(), consumer.output()
+    # Several streams are read in one XREADGROUP: on a Cluster they must share a slot too.
+    consumer = ConsumerProcess(
+        redis_url=cluster.url, database_url=database_url, stream="{eu},{us}", group=GROUP,
+        model=MODEL,
+    ).start(wait_ready=False)  # fmt: skip
+    try:
+        assert consumer.wait(30) == 2
+    finally:
+        consumer.kill()
+    assert "one XREADGROUP" in consumer.output(), consumer.output()
 
 
 @pytest.mark.timeout(60)
