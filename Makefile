@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST_ARGS ?=
 
-.PHONY: all install lint typecheck test bench chaos demo clean cluster-bins e2e demo-cluster
+.PHONY: all install lint typecheck test bench chaos failover demo clean cluster-bins e2e demo-cluster
 
 all: lint test
 
@@ -48,6 +48,9 @@ bench: install ## benchmarks, each printing a ratio against a baseline measured 
 
 chaos: install ## the full chaos soak (1,000,000 messages); the short version runs in `make test`
 	STREAMSCALE_CHAOS=full $(BIN)/pytest -m slow tests/system/test_chaos.py -s
+
+failover: install ## Redis Cluster and Sentinel tests, the slow ones too (slot migration)
+	$(BIN)/pytest -m 'slow or not slow' tests/system/test_cluster.py tests/system/test_sentinel.py -s
 
 demo: ## the whole system on one machine, on embedded defaults (needs redis-server)
 	.ci/prerequisites demo

@@ -9,7 +9,6 @@ import logging
 from typing import Any
 
 import prometheus_client
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from streamscale.consumer.claiming import Claimer, leave_group
@@ -20,11 +19,18 @@ from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.shutdown import Shutdown
 from streamscale.consumer.sinks.base import Sink
 from streamscale.consumer.sinks.factory import build_sink
-from streamscale.core import logs
+from streamscale.core import logs, redis_urls
 from streamscale.core.backoff import Backoff, Health
-from streamscale.core.errors import EXIT_CONFIG, REDIS_RETRYABLE, ConfigError, TransientError
+from streamscale.core.deadletter import cluster_problem
+from streamscale.core.errors import (
+    EXIT_CONFIG,
+    REDIS_RETRYABLE,
+    ConfigError,
+    TransientError,
+    redis_denial,
+)
 from streamscale.core.serving import HealthServer
-from streamscale.core.streams import connect, ensure_group
+from streamscale.core.streams import Client, by_slot, connect, ensure_group, is_cluster
 from streamscale.core.tasks import cancel_all, spawn, stop_on_signals
 
 logger = logging.getLogger("streamscale.consumer")
@@ -37,7 +43,10 @@ class ConsumerApp:
 
     def __init__(self, settings: ConsumerSettings) -> None:
         self.settings = settings
-        self.redis: aioredis.Redis = connect(settings.redis_url.get_secret_value())
+        url = settings.redis_url.get_secret_value()
+        if redis_urls.is_cluster(url):
+            check_cluster_names(settings)
+        self.redis: Client = connect(url)
         self.sink: Sink = build_sink(settings, self.redis)
         self.metrics = ConsumerMetrics(
             settings.namespace, settings.name, settings.streams, settings.group
@@ -77,8 +86,14 @@ class ConsumerApp:
             if not await self._start_dependencies():
                 return EXIT_OK
             names = self.settings.consumer_names()
+            slots = by_slot(self.settings.streams) if is_cluster(self.redis) else [None]
             self._tasks = [
-                spawn(Reader(self.processor, name).run(), f"reader {name}") for name in names
+                spawn(
+                    Reader(self.processor, name, streams, readers_per_name=len(slots)).run(),
+                    f"reader {name}" if streams is None else f"reader {name} {streams[0]}",
+                )
+                for name in names
+                for streams in slots
             ]
             claimer = self.settings.claimer_name()
             self._tasks.append(spawn(Claimer(self.processor, claimer).run(), "claimer"))
@@ -118,11 +133,11 @@ class ConsumerApp:
             except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
                 # Before REDIS_RETRYABLE, whose ConnectionError they subclass: retrying the same
                 # credentials cannot succeed (PostgreSQL's refusal is a config error too).
-                raise ConfigError(
-                    f"Redis refused the credentials in STREAMSCALE_REDIS_URL: {exc} Nothing is "
-                    "consumed; fix the user name and password (or the user's ACL) and start again."
-                ) from exc
+                raise ConfigError(credentials_refused(exc)) from exc
             except REDIS_RETRYABLE as exc:
+                denied = redis_denial(exc)  # a Redis Cluster client wraps the refusal
+                if denied is not None:
+                    raise ConfigError(credentials_refused(denied)) from exc
                 redis_health.failed(exc, "starting")
             except redis_errors.ResponseError as exc:
                 raise ConfigError(redis_refusal(s, stream, exc)) from exc
@@ -159,6 +174,23 @@ class ConsumerApp:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         await self.http.close()
+
+
+def credentials_refused(exc: BaseException) -> str:
+    return (
+        f"Redis refused the credentials in STREAMSCALE_REDIS_URL: {exc} Nothing is "
+        "consumed; fix the user name and password (or the user's ACL) and start again."
+    )
+
+
+def check_cluster_names(settings: ConsumerSettings) -> None:
+    """Refuse, before reading anything, names a Redis Cluster cannot work with: without this
+    the first poison message (or every read) would fail with CROSSSLOT."""
+    problem = cluster_problem(settings.streams, settings.dead_letter_for, settings.group)
+    if problem:
+        raise ConfigError(
+            f"{problem} (STREAMSCALE_STREAM, STREAMSCALE_DEAD_LETTER_STREAM). Nothing is consumed."
+        )
 
 
 def redis_refusal(

@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from streamscale.consumer.messages import decode_all, split_deleted
@@ -27,8 +26,15 @@ from streamscale.consumer.sinks.base import Sink, SinkResult
 from streamscale.core import constants as c
 from streamscale.core.backoff import Backoff, Health
 from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
-from streamscale.core.errors import REDIS_DENIED, REDIS_RETRYABLE, ConfigError, TransientError
+from streamscale.core.errors import (
+    REDIS_DENIED,
+    REDIS_RETRYABLE,
+    ConfigError,
+    TransientError,
+    redis_denial,
+)
 from streamscale.core.streams import (
+    Client,
     Entry,
     id_millis,
     now_millis,
@@ -66,7 +72,7 @@ class Processor:
     def __init__(
         self,
         settings: ConsumerSettings,
-        redis: aioredis.Redis,
+        redis: Client,
         sink: Sink,
         metrics: ConsumerMetrics,
         shutdown: Shutdown | None = None,
@@ -266,6 +272,8 @@ class Processor:
             except REDIS_DENIED as exc:
                 raise redis_denied(exc) from exc
             except errors as exc:
+                if (denied := redis_denial(exc)) is not None:  # a Cluster client wraps it
+                    raise redis_denied(denied) from exc
                 health.failed(exc, what)
                 if self.shutdown.expired.is_set():
                     raise GaveUp from exc

@@ -1,5 +1,9 @@
 """Reading: one loop per consumer name over every stream, its own pending entries first.
 
+On a Redis Cluster, whose XREADGROUP reads only within one hash slot, there is one loop per
+consumer name and slot (the shards of a logical stream each have a slot): no shard waits on
+another's BLOCK, and the byte budget is split between the loops.
+
 A reader starts at ID 0 on each stream (what was delivered to this name and never acked: a
 restart's leftovers), then reads `>` of all its streams in one XREADGROUP with BLOCK; COUNT
 applies per stream, so a busy stream cannot starve a quiet one. After a Redis error it goes back
@@ -18,12 +22,13 @@ from redis import exceptions as redis_errors
 
 from streamscale.consumer.processing import GaveUp, Processor, redis_denied
 from streamscale.core.backoff import Backoff
-from streamscale.core.errors import REDIS_DENIED, REDIS_RETRYABLE, ConfigError
+from streamscale.core.errors import REDIS_DENIED, REDIS_RETRYABLE, ConfigError, redis_denial
 from streamscale.core.streams import (
     Entry,
     Recreated,
     as_str,
     is_nogroup,
+    is_unblocked_by_failover,
     parse_entries,
     recreate_group_if_empty,
 )
@@ -37,11 +42,21 @@ MISSING_RECHECK_SECONDS = 5.0
 class Reader:
     """One consumer name's loop: pending entries first, then new ones, over every stream."""
 
-    def __init__(self, processor: Processor, consumer: str) -> None:
+    def __init__(
+        self,
+        processor: Processor,
+        consumer: str,
+        streams: list[str] | None = None,
+        *,
+        readers_per_name: int = 1,
+    ) -> None:
         self.p = processor
         self.consumer = consumer
         self.settings = processor.settings
-        self.streams = processor.settings.streams
+        self.streams = streams or processor.settings.streams
+        """This loop's streams: all of them, or on a Redis Cluster one hash slot's."""
+        self.share = readers_per_name
+        """Loops under this consumer name (one per slot): they split the byte budget."""
         self.cursors: dict[str, str] = {}
         """Streams still reading their own pending entries, and where (none: all read `>`)."""
         self._rechecked = 0.0
@@ -72,10 +87,18 @@ class Reader:
                 self.p.shutdown.fail(redis_denied(exc))
                 return
             except REDIS_RETRYABLE as exc:  # first: ReadOnlyError and TryAgainError are
+                if (denied := redis_denial(exc)) is not None:  # a Cluster client wraps it
+                    self.p.shutdown.fail(redis_denied(denied))
+                    return
                 self.p.redis_health.failed(exc, "reading")  # ResponseErrors too (failover)
                 await backoff.sleep(stopping)
                 self._restart_pending()  # what was delivered but not acked is ours to finish
             except redis_errors.ResponseError as exc:
+                if is_unblocked_by_failover(exc):  # the group is on the new master: read again
+                    self.p.redis_health.failed(exc, "reading")
+                    await backoff.sleep(stopping)
+                    self._restart_pending()
+                    continue
                 if not is_nogroup(exc):
                     raise
                 await self._recreate_groups()
@@ -90,7 +113,7 @@ class Reader:
         stream, cursor = next(iter(self.cursors.items()))
         s = self.settings
         raw: Any = await self.p.redis.xreadgroup(
-            s.group, self.consumer, {stream: cursor}, count=self.p.read_count()
+            s.group, self.consumer, {stream: cursor}, count=self.p.read_count(self.share)
         )
         entries = self._parse(raw[0][1]) if raw else []
         self.p.group_is_back(stream)
@@ -105,7 +128,7 @@ class Reader:
         s = self.settings
         raw: Any = await self.p.redis.xreadgroup(
             s.group, self.consumer, dict.fromkeys(active, ">"),
-            count=self.p.read_count(len(active)), block=s.block_ms,
+            count=self.p.read_count(len(active) * self.share), block=s.block_ms,
         )  # fmt: skip
         for stream_name, entries in raw or ():
             if entries:

@@ -6,7 +6,7 @@ import socket
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
-from streamscale.core.settings import StreamscaleSettings, check_url
+from streamscale.core.settings import REDIS_URL_HELP, StreamscaleSettings, check_url
 from streamscale.core.shards import shard_streams
 
 
@@ -18,9 +18,7 @@ def default_consumer_name() -> str:
 class ConsumerSettings(StreamscaleSettings):
     """Everything `streamscale consume` needs; secrets may also come from files (`*_FILE`)."""
 
-    redis_url: SecretStr = Field(
-        SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL (redis:// or rediss://)."
-    )
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description=REDIS_URL_HELP)
     database_url: SecretStr = Field(
         SecretStr("sqlite:///streamscale.db"),
         description="postgresql://... (asyncpg) or sqlite:///path (the embedded default).",

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
+from streamscale.core import redis_urls
 from streamscale.core.constants import PATH_HEALTHZ, PATH_READYZ
 from streamscale.operator import constants
 from streamscale.operator.specs import ConsumerSpec, NoRedis, SecretRef, SpecError
 
 
 def has_password(url: str) -> bool:
-    """Whether a Redis URL carries credentials (then it must not go into a Deployment as text)."""
-    parts = urlsplit(url)
-    return bool(parts.password or parts.username)
+    """Whether a Redis URL carries credentials (then it must not go into a Deployment as text).
+
+    Any of them: the user part, a `password=` query option, a Sentinel URL's `sentinel_password`.
+    """
+    return redis_urls.has_credentials(url)
 
 
 def selector_labels(name: str) -> dict[str, str]:

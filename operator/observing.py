@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-import redis.asyncio as aioredis
-
 from streamscale.core import lag
 from streamscale.core.streams import (
+    Client,
     ConsumerInfo,
     GroupInfo,
     Recreated,
@@ -93,7 +92,7 @@ class GroupMissing(Exception):
 
 
 async def observe(
-    redis: aioredis.Redis,
+    redis: Client,
     stream: str,
     group: str,
     *,

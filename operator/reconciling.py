@@ -17,12 +17,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
-import redis.asyncio as aioredis
 
 from streamscale.core import lag
 from streamscale.core.backoff import Backoff
 from streamscale.core.deadletter import Scripts, counter_key, read_counts
-from streamscale.core.streams import connect
+from streamscale.core.streams import Client, connect, is_cluster
 from streamscale.operator import constants, metrics, redis_failures
 from streamscale.operator.deployment import build_deployment
 from streamscale.operator.forecasting import Counters, RateEstimator, Rates
@@ -48,7 +47,14 @@ from streamscale.operator.reclaiming import (
 from streamscale.operator.retention import trim
 from streamscale.operator.scaling import Decision, ScalingState, decide
 from streamscale.operator.settings import OperatorSettings
-from streamscale.operator.specs import ConsumerSpec, NoRedis, SpecError, model_conflict, parse
+from streamscale.operator.specs import (
+    ConsumerSpec,
+    NoRedis,
+    SpecError,
+    cluster_names,
+    model_conflict,
+    parse,
+)
 from streamscale.operator.status import Condition, degraded, healthy, merge_conditions, now_iso
 
 logger = logging.getLogger(__name__)
@@ -81,7 +87,7 @@ class Runtime:
         self.fatal: Exception | None = None
         """Why the operator stopped itself (raised by `running.operate` once kopf has stopped)."""
         self._kube: Kube | None = None
-        self._redis: dict[str, tuple[aioredis.Redis, Scripts]] = {}
+        self._redis: dict[str, tuple[Client, Scripts]] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}
         self._consumers: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self.closed = False
@@ -190,7 +196,7 @@ class Runtime:
             raise NoRedis
         return url
 
-    def redis(self, url: str) -> tuple[aioredis.Redis, Scripts]:
+    def redis(self, url: str) -> tuple[Client, Scripts]:
         """One client (and its registered scripts) per Redis URL, shared by StreamConsumers."""
         if url not in self._redis:
             # No connection cap: redis-py's asyncio pool fails at its cap instead of waiting,
@@ -412,6 +418,10 @@ class Poller:
         """One poll, in four phases: observe, reclaim, scale, report; returns the replicas."""
         await self.runtime.check_model(spec)
         client, scripts = self.runtime.redis(await self.runtime.redis_url(spec))
+        if is_cluster(client):
+            mismatch = cluster_names(spec)
+            if mismatch is not None:
+                raise mismatch
         seen = await self._observe(spec, body, client)
         result.observation = seen.observation
         moves = await self._reclaim(spec, body, client, scripts, seen)
@@ -437,7 +447,7 @@ class Poller:
         )
         return self.rates.update(counters)
 
-    async def _observe(self, spec: ConsumerSpec, body: kopf.Body, client: aioredis.Redis) -> Seen:
+    async def _observe(self, spec: ConsumerSpec, body: kopf.Body, client: Client) -> Seen:
         """The group's state in Redis and the Deployment's replicas (created when missing)."""
         runtime = self.runtime
         policy = spec.policy
@@ -482,7 +492,7 @@ class Poller:
         self,
         spec: ConsumerSpec,
         body: kopf.Body,
-        client: aioredis.Redis,
+        client: Client,
         scripts: Scripts,
         seen: Seen,
     ) -> Moves:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
-from streamscale.core.errors import REDIS_DENIED, is_redis_retryable
+from streamscale.core.errors import is_redis_retryable, redis_denial
 from streamscale.operator.observing import GroupMissing
 
 UNREACHABLE = "RedisUnavailable"
@@ -37,7 +37,7 @@ def classify(exc: BaseException) -> RedisFailure:
             UNREACHABLE,
             f"Redis unreachable ({detail}); replicas left unchanged, retrying with backoff",
         )
-    if isinstance(exc, REDIS_DENIED):
+    if redis_denial(exc) is not None:
         advice = (
             "check the operator's Redis user and password and its ACL (docs/security.md lists"
             " the commands the operator needs)"
@@ -50,5 +50,6 @@ def classify(exc: BaseException) -> RedisFailure:
     )
 
 
-FAILURES = (RedisError, OSError, TimeoutError, GroupMissing)
-"""What a poll catches as a Redis failure (and `classify`s)."""
+FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError, GroupMissing)
+"""What a poll catches as a Redis failure (and `classify`s); redis-py's cluster client raises
+RedisClusterException, which is no RedisError, when no node answers."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from streamscale.core.streams import (
+    Client,
     StreamId,
     as_str,
     group_infos,
@@ -14,7 +13,7 @@ from streamscale.core.streams import (
 from streamscale.operator.specs import Retention
 
 
-async def safe_min_id(redis: aioredis.Redis, stream: str) -> StreamId | None:
+async def safe_min_id(redis: Client, stream: str) -> StreamId | None:
     """The lowest of every group's last-delivered-id and oldest pending ID; None: no group."""
     candidates: list[StreamId] = []
     for info in await group_infos(redis, stream):
@@ -38,7 +37,7 @@ def wanted_min_id(retention: Retention, now_ms: int) -> StreamId | None:
     return max(ids, key=id_key) if ids else None
 
 
-async def trim(redis: aioredis.Redis, stream: str, retention: Retention) -> int:
+async def trim(redis: Client, stream: str, retention: Retention) -> int:
     """XTRIM MINID to the retention rule's ID, capped at the safe ID; returns entries trimmed.
 
     Streams without any consumer group are left alone: nothing says what was read.

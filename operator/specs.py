@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamscale.core.constants import DEAD_LETTER_SUFFIX
+from streamscale.core.deadletter import cluster_problem
 from streamscale.core.shards import MAX_SHARDS, logical_stream, shard_streams
 from streamscale.operator import constants
 from streamscale.operator.scaling import Policy
@@ -36,6 +37,20 @@ class NoRedis(SpecError):
             " spec.redis.urlSecretRef (or spec.redis.url), or give the operator a Redis (chart"
             " values redis.url or redis.existingSecret)."
         )
+
+
+class HashSlotMismatch(SpecError):
+    """On Redis Cluster, the stream and its dead-letter stream hash to different slots."""
+
+    reason = "HashSlotMismatch"
+
+
+def cluster_names(spec: ConsumerSpec) -> HashSlotMismatch | None:
+    """The refusal of `spec`'s names on a Redis Cluster (they must share a hash tag), or None."""
+    problem = cluster_problem(spec.streams, spec.dead_letter_for, spec.group)
+    if problem is None:
+        return None
+    return HashSlotMismatch(f"{problem} (spec.stream or spec.streams, spec.deadLetter.stream)")
 
 
 class ModelConflict(SpecError):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from streamscale.consumer.settings import ConsumerSettings
 from streamscale.consumer.sinks.base import Sink
 from streamscale.consumer.sinks.models import load_model
 from streamscale.consumer.sinks.sql import PostgresSink, SqliteSink, is_postgres
 from streamscale.core.errors import ConfigError
+from streamscale.core.streams import Client
 
 
-def build_sink(settings: ConsumerSettings, redis: aioredis.Redis) -> Sink:
+def build_sink(settings: ConsumerSettings, redis: Client) -> Sink:
     """A handler sink when `handler` is set, else a SQL sink for `database_url`'s kind."""
     if settings.handler:
         from streamscale.consumer.sinks.handler import HandlerSink  # noqa: PLC0415 - optional mode

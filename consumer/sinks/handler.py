@@ -54,7 +54,6 @@ from typing import Any, TypeVar
 
 import orjson
 import pydantic
-import redis.asyncio as aioredis
 
 from streamscale.consumer.messages import Message
 from streamscale.consumer.settings import ConsumerSettings
@@ -62,7 +61,7 @@ from streamscale.consumer.sinks.base import SinkResult
 from streamscale.core.constants import DATA_FIELD, REPLY_TO_FIELD
 from streamscale.core.errors import REDIS_RETRYABLE, ConfigError, TransientError
 from streamscale.core.imports import import_object
-from streamscale.core.streams import StreamId
+from streamscale.core.streams import Client, StreamId
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +194,7 @@ class HandlerSink:
     def __init__(
         self,
         settings: ConsumerSettings,
-        redis: aioredis.Redis,
+        redis: Client,
         func: Callable[..., Any] | None = None,
     ) -> None:
         if func is None and not settings.handler:

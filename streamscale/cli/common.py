@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import urllib.parse
+from streamscale.core.redis_urls import redacted
 
 
 def safe_url(url: str) -> str:
-    """`url` with any password replaced by `***`, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
+    """`url` with any password (the user part's, a Sentinel URL's own) replaced by `***`."""
+    return redacted(url)

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -117,7 +116,7 @@ async def stored_ids(database_url: str, stream: str) -> set[str] | None:
         return None
 
 
-async def all_ids(redis: aioredis.Redis, stream: str, field: bytes | None = None) -> set[str]:
+async def all_ids(redis: streams.Client, stream: str, field: bytes | None = None) -> set[str]:
     """Every entry ID of `stream`, or every value of `field` in its entries."""
     found: set[str] = set()
     start = "-"
@@ -131,7 +130,7 @@ async def all_ids(redis: aioredis.Redis, stream: str, field: bytes | None = None
         start = "(" + streams.as_str(page[-1][0])
 
 
-async def waiting_ids(redis: aioredis.Redis) -> set[str]:
+async def waiting_ids(redis: streams.Client) -> set[str]:
     """IDs the group has not finished: never delivered, or delivered and still pending."""
     info = await streams.group_info(redis, STREAM, GROUP)
     if info is None:
@@ -142,7 +141,7 @@ async def waiting_ids(redis: aioredis.Redis) -> set[str]:
 
 
 async def backlog_of(
-    redis: aioredis.Redis, stream_fields: dict[str, Any] | None = None
+    redis: streams.Client, stream_fields: dict[str, Any] | None = None
 ) -> tuple[int, streams.GroupInfo | None]:
     """lag + pending of the demo's group (lag read as the operator reads it: `core.lag`)."""
     info = await streams.group_info(redis, STREAM, GROUP)
@@ -183,7 +182,7 @@ class Demo:
         self.interrupted = True
         self.stop.set()
 
-    async def produce(self, redis: aioredis.Redis) -> None:
+    async def produce(self, redis: streams.Client) -> None:
         generator = producing.Generator(None, self.options.poison_ratio, seed=None)
 
         def progress(n: int) -> None:
@@ -204,7 +203,7 @@ class Demo:
         self.state.producing_done = True
         self.produced.set()
 
-    async def scale(self, redis: aioredis.Redis, actuator: LocalConsumers) -> None:
+    async def scale(self, redis: streams.Client, actuator: LocalConsumers) -> None:
         if self.options.rate is None:
             # One burst: the operator would first see it whole (it lands within a poll), so
             # scaling starts once it is in. Otherwise how far one early consumer got before the
@@ -268,7 +267,7 @@ class Demo:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), POLL_SECONDS)
 
-    async def reclaim(self, redis: aioredis.Redis, actuator: LocalConsumers) -> None:
+    async def reclaim(self, redis: streams.Client, actuator: LocalConsumers) -> None:
         """The operator's dead-letter mover, with the local processes standing in for pods."""
         try:
             from streamscale.operator import reclaiming  # noqa: PLC0415
@@ -308,7 +307,7 @@ class Demo:
                 self.state.killed.append(victim)
                 self.state.scale_events.append(f"{self.state.elapsed():5.1f}s killed {victim}")
 
-    async def watch(self, redis: aioredis.Redis) -> None:
+    async def watch(self, redis: streams.Client) -> None:
         while not self.stop.is_set():
             self.state.snapshot = await snapshots.collect(redis, [STREAM], self.state.snapshot)
             with contextlib.suppress(TimeoutError):

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from streamscale.core.constants import DATA_FIELD
 from streamscale.core.errors import REDIS_RETRYABLE
 from streamscale.core.shards import shard_stream, shard_streams
+from streamscale.core.streams import Client
 
 PLACEHOLDER = re.compile(r"\{(n|uuid|now|rand)\}")
 POISON_PREFIX = b"not json: "
@@ -152,7 +152,7 @@ class Summary:
 
 
 async def produce(
-    redis: aioredis.Redis,
+    redis: Client,
     stream: str,
     count: int,
     generator: Generator,

@@ -24,10 +24,9 @@ import string
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from streamscale.core import constants
-from streamscale.core.streams import as_str, id_key
+from streamscale.core.errors import ConfigError
+from streamscale.core.streams import Client, as_str, id_key, is_cluster, same_slot
 
 REPLAYED_SUFFIX = ":replayed"
 """The hash of replayed dead-letter IDs (to their new IDs): `<dead-letter stream>:replayed`."""
@@ -129,7 +128,7 @@ def _decode(entry_id: Any, raw: Any) -> DeadEntry:
 
 
 async def entries(
-    redis: aioredis.Redis,
+    redis: Client,
     dead_letter_stream: str,
     *,
     reasons: Iterable[str] = (),
@@ -153,7 +152,7 @@ async def entries(
     return found
 
 
-async def get(redis: aioredis.Redis, dead_letter_stream: str, entry_id: str) -> DeadEntry | None:
+async def get(redis: Client, dead_letter_stream: str, entry_id: str) -> DeadEntry | None:
     """One dead-letter entry by ID."""
     page = await redis.xrange(dead_letter_stream, min=entry_id, max=entry_id, count=1)
     return _decode(*page[0]) if page else None
@@ -170,7 +169,7 @@ class Replayed:
 
 
 async def replay(
-    redis: aioredis.Redis,
+    redis: Client,
     dead_letter_stream: str,
     ids: Sequence[str],
     *,
@@ -196,6 +195,14 @@ async def replay(
                 # A missing entry still goes through the script: it says whether it was replayed.
                 by_target.setdefault(target or dead_letter_stream, []).append(entry_id)
     for target, target_ids in by_target.items():
+        if is_cluster(redis) and not same_slot(dead_letter_stream, target, replayed_key):
+            raise ConfigError(
+                f"on Redis Cluster, stream {target!r} is in another hash slot than dead-letter"
+                f" stream {dead_letter_stream!r}, so no entry can move between them in one"
+                " atomic step; nothing was replayed. Name them with one hash tag (`{orders}`"
+                " and `{orders}:dlq`), or replay with --to into a stream with the dead-letter"
+                " stream's tag"
+            )
         for chunk_start in range(0, len(target_ids), CHUNK):
             chunk = target_ids[chunk_start : chunk_start + CHUNK]
             raw = await script(keys=[dead_letter_stream, target, replayed_key], args=chunk)
@@ -206,7 +213,7 @@ async def replay(
     return [results[entry_id] for entry_id in ids]
 
 
-async def purge(redis: aioredis.Redis, dead_letter_stream: str, ids: Sequence[str]) -> int:
+async def purge(redis: Client, dead_letter_stream: str, ids: Sequence[str]) -> int:
     """Delete the given dead-letter entries; returns how many existed."""
     deleted = 0
     for chunk_start in range(0, len(ids), CHUNK):
@@ -216,12 +223,20 @@ async def purge(redis: aioredis.Redis, dead_letter_stream: str, ids: Sequence[st
     return deleted
 
 
-async def purge_all(redis: aioredis.Redis, dead_letter_stream: str) -> int:
+async def purge_all(redis: Client, dead_letter_stream: str) -> int:
     """Delete the whole dead-letter stream and its replay record; returns the entries it had."""
-    async with redis.pipeline(transaction=True) as pipe:
+    replayed_key = dead_letter_stream + REPLAYED_SUFFIX
+    # On Redis Cluster a transaction must keep to one hash slot: a dead-letter stream without
+    # a hash tag has its replay record elsewhere, and is deleted first (DEL is atomic per key).
+    atomic = not is_cluster(redis) or same_slot(dead_letter_stream, replayed_key)
+    async with redis.pipeline(transaction=atomic) as pipe:
         pipe.xlen(dead_letter_stream)
-        pipe.delete(dead_letter_stream, dead_letter_stream + REPLAYED_SUFFIX)
-        length, _ = await pipe.execute()
+        if atomic:
+            pipe.delete(dead_letter_stream, replayed_key)
+        else:
+            pipe.delete(dead_letter_stream)
+            pipe.delete(replayed_key)
+        length, *_ = await pipe.execute()
     return int(length)
 
 

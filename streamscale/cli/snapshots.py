@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from rich.table import Table
 from rich.text import Text
 
@@ -136,7 +135,9 @@ def _order(name: str) -> tuple[str, int, str]:
     return (parsed[0], parsed[1], name) if parsed else (name, -1, name)
 
 
-async def discover(redis: aioredis.Redis, limit: int = DISCOVER_LIMIT) -> list[str]:
+async def discover(
+    redis: streamscale.core.streams.Client, limit: int = DISCOVER_LIMIT
+) -> list[str]:
     """Stream keys in this database, without dead-letter streams, sorted, at most `limit`."""
     found: set[str] = set()
     async for key in redis.scan_iter(_type="STREAM", count=1000):
@@ -149,7 +150,7 @@ async def discover(redis: aioredis.Redis, limit: int = DISCOVER_LIMIT) -> list[s
 
 
 async def _group_row(
-    redis: aioredis.Redis, stream: str, info: streamscale.core.streams.GroupInfo
+    redis: streamscale.core.streams.Client, stream: str, info: streamscale.core.streams.GroupInfo
 ) -> GroupRow:
     group_lag = await lag.group_lag(redis, stream, info)
     consumers = [
@@ -172,7 +173,7 @@ async def _group_row(
 
 
 async def collect(
-    redis: aioredis.Redis,
+    redis: streamscale.core.streams.Client,
     streams: Sequence[str],
     previous: Snapshot | None = None,
     dead_letter_streams: dict[str, str] | None = None,

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from streamscale.core import constants
-from streamscale.core.streams import Fields, StreamId
+from streamscale.core.streams import Client, Fields, StreamId, same_slot
 
 MOVE_SCRIPT = """
 -- KEYS: stream, dead-letter stream, optionally a counter hash (reason -> entries moved)
@@ -158,7 +156,60 @@ def counter_key(dead_letter_stream: str, stream: str, group: str) -> str:
     return f"{dead_letter_stream}{COUNTER_SUFFIX}{stream}:{group}"
 
 
-async def read_counts(redis: aioredis.Redis, key: str) -> dict[str, int]:
+def hash_tag(key: str) -> str | None:
+    """The part of `key` Redis Cluster hashes when it is not the whole key (`{orders}` -> orders).
+
+    Redis' rule: the text between the first `{` and the first `}` after it, if not empty.
+    """
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if end > start + 1 else None
+
+
+def cluster_names_problem(stream: str, dead_letter_stream: str, group: str) -> str | None:
+    """Why these names cannot work on a Redis Cluster, naming the ones to use; None if they can.
+
+    The move script writes the stream, its dead-letter stream and the counter hash
+    (`counter_key`) in one atomic step, which Redis Cluster allows only within one hash slot:
+    with names in different slots the first poison message would fail with CROSSSLOT.
+    """
+    counter = counter_key(dead_letter_stream, stream, group)
+    if same_slot(stream, dead_letter_stream, counter):
+        return None
+    # Appending to a key that has a hash tag keeps the tag: `{orders}:dlq` and its counter
+    # `{orders}:dlq:count:...` hash like `{orders}`.
+    tagged = stream if hash_tag(stream) is not None else "{" + stream + "}"
+    dlq = tagged + constants.DEAD_LETTER_SUFFIX
+    rename = f"stream {tagged!r} and dead-letter stream {dlq!r}"
+    if tagged == stream:
+        rename = f"dead-letter stream {dlq!r} (the default for stream {stream!r})"
+    return (
+        f"on Redis Cluster, stream {stream!r} and its dead-letter stream {dead_letter_stream!r}"
+        " (with its counter hash) are in different hash slots, so dead-lettering would fail"
+        f" with CROSSSLOT. Give them one hash tag: use {rename}"
+    )
+
+
+def cluster_problem(
+    streams: Sequence[str], dead_letter_for: Callable[[str], str], group: str
+) -> str | None:
+    """Why one consumer group cannot use `streams` on a Redis Cluster, or None if it can.
+
+    Each stream's own names must share a slot (`cluster_names_problem`); the streams themselves
+    may live in different slots (the shards of a logical stream do, on purpose): the consumer
+    then reads each slot's streams with XREADGROUPs of their own (`streams.by_slot`).
+    """
+    problems = [
+        problem
+        for stream in streams
+        if (problem := cluster_names_problem(stream, dead_letter_for(stream), group)) is not None
+    ]
+    return "; ".join(problems) or None
+
+
+async def read_counts(redis: Client, key: str) -> dict[str, int]:
     """The counter hash as {reason: entries moved} (empty when nothing was ever moved)."""
     raw = await redis.hgetall(key)
     return {
@@ -175,7 +226,7 @@ def utc_now_iso() -> str:
 class Scripts:
     """The Lua scripts, registered once per Redis client (EVALSHA with an EVAL fallback)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self.redis = redis
         self._move = redis.register_script(MOVE_SCRIPT)
         self._touch = redis.register_script(TOUCH_SCRIPT)

@@ -11,8 +11,10 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
+    ClusterDownError,
     NoPermissionError,
     ReadOnlyError,
+    RedisClusterException,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -45,6 +47,16 @@ class TransientError(StreamscaleError):
     """
 
 
+REDIS_CLUSTER_RETRYABLE: tuple[type[BaseException], ...] = (
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
+)
+"""A Redis Cluster between two states: a failover under way (CLUSTERDOWN), a slot moving
+(TRYAGAIN), no reachable node or a slot no node serves yet (redis-py's RedisClusterException,
+which also covers SlotNotCoveredError; it also reports multi-key commands across slots, which
+streamscale refuses at start-up instead)."""
+
 REDIS_RETRYABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -53,10 +65,12 @@ REDIS_RETRYABLE: tuple[type[BaseException], ...] = (
     TryAgainError,
     OSError,
     TimeoutError,
+    *REDIS_CLUSTER_RETRYABLE,
 )
 """Redis did not answer, is still loading its data, or is in a failover (a demoted master
-answers READONLY; a cluster slot in migration TRYAGAIN): retrying with backoff is all to do.
-Catch `REDIS_DENIED` first: redis-py derives some refusals from ConnectionError."""
+answers READONLY; a cluster slot in migration TRYAGAIN; see REDIS_CLUSTER_RETRYABLE): retrying
+with backoff is all to do. Catch `REDIS_DENIED` first: redis-py derives some refusals from
+ConnectionError, and see `redis_denial` for a refusal a Cluster client wraps."""
 
 REDIS_DENIED: tuple[type[BaseException], ...] = (
     AuthenticationError,
@@ -67,6 +81,19 @@ REDIS_DENIED: tuple[type[BaseException], ...] = (
 ACL that forbids the command. Retrying never helps; the credentials or ACL must change."""
 
 
+def redis_denial(exc: BaseException) -> BaseException | None:
+    """The refusal of credentials or of an ACL behind `exc`, or None.
+
+    Either `exc` itself or, from a Redis Cluster client, its cause: redis-py wraps a refusal met
+    while reading the slot map in "Redis Cluster cannot be connected" (RedisClusterException).
+    """
+    if isinstance(exc, REDIS_DENIED):
+        return exc
+    if isinstance(exc, RedisClusterException) and isinstance(exc.__cause__, REDIS_DENIED):
+        return exc.__cause__
+    return None
+
+
 def is_redis_retryable(exc: BaseException) -> bool:
     """True when Redis did not answer (retry), False when it answered no (report and stop)."""
-    return isinstance(exc, REDIS_RETRYABLE) and not isinstance(exc, REDIS_DENIED)
+    return isinstance(exc, REDIS_RETRYABLE) and redis_denial(exc) is None

@@ -18,9 +18,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from streamscale.core.streams import GroupInfo, as_str, id_key
+from streamscale.core.streams import Client, GroupInfo, as_str, id_key
 
 SOURCE_XINFO = "xinfo"
 SOURCE_ESTIMATE = "estimate"
@@ -43,7 +41,7 @@ class Lag:
         return self.source == SOURCE_ESTIMATE
 
 
-async def stream_info(redis: aioredis.Redis, stream: str) -> dict[str, Any]:
+async def stream_info(redis: Client, stream: str) -> dict[str, Any]:
     """`XINFO STREAM` (O(1) without FULL) with text keys; empty when the stream is gone."""
     raw = await redis.execute_command("XINFO", "STREAM", stream)
     return {as_str(k): v for k, v in (raw.items() if isinstance(raw, dict) else [])}
@@ -56,7 +54,7 @@ def entries_added(stream: Mapping[str, Any]) -> int | None:
 
 
 async def estimate_unread(
-    redis: aioredis.Redis, stream: str, info: GroupInfo, *, limit: int = DEFAULT_LIMIT
+    redis: Client, stream: str, info: GroupInfo, *, limit: int = DEFAULT_LIMIT
 ) -> tuple[int, bool]:
     """Entries after the group's last-delivered-id: `(count, exact)`.
 
@@ -81,7 +79,7 @@ def bounded(info: GroupInfo, stream: Mapping[str, Any]) -> int:
 
 
 async def group_lag(
-    redis: aioredis.Redis,
+    redis: Client,
     stream: str,
     info: GroupInfo,
     *,

@@ -16,10 +16,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamscale.core import redis_urls
 from streamscale.core.errors import ConfigError
 
 SECRETS_DIR_ENV = "STREAMSCALE_SECRETS_DIR"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_URL_HELP = "Redis URL: redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://."
+REDIS_SCHEMES = redis_urls.SCHEMES
 
 
 def secrets_dir() -> Path | None:
@@ -58,13 +60,18 @@ def check_url(value: str, setting: str) -> None:
 
 
 def check_redis_url(value: str) -> None:
-    """A Redis URL the client can use: a known scheme and a numeric port."""
-    scheme = urlsplit(value).scheme
-    if scheme not in REDIS_SCHEMES:
-        raise ValueError(
-            "not a Redis URL: write it as redis://[user:password@]host:6379/0"
-            " (rediss:// for TLS, unix:///path/to/socket)"
-        )
+    """A Redis URL the client can use: a known scheme and numeric ports.
+
+    Sentinel and Cluster URLs (several hosts) are parsed whole, as `connect` will parse them.
+    """
+    if redis_urls.scheme_of(value) not in REDIS_SCHEMES:
+        raise ValueError(f"not a Redis URL: {redis_urls.EXAMPLES}")
+    if redis_urls.is_multi_host(value):
+        try:
+            redis_urls.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"the Redis URL is not valid: {exc}") from None
+        return
     check_url(value, "the Redis URL")
 
 
@@ -115,6 +122,4 @@ class ClientSettings(StreamscaleSettings):
     mounted secrets) reaches the same Redis.
     """
 
-    redis_url: SecretStr = Field(
-        SecretStr(DEFAULT_REDIS_URL), description="Redis URL (redis:// or rediss://)."
-    )
+    redis_url: SecretStr = Field(SecretStr(DEFAULT_REDIS_URL), description=REDIS_URL_HELP)

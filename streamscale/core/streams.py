@@ -13,7 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
+
+from streamscale.core import redis_urls
 
 StreamId = str
 Fields = dict[bytes, bytes]
@@ -21,12 +26,72 @@ Entry = tuple[StreamId, Fields | None]
 """An entry as read: its ID and its fields, or None when it was deleted from the stream."""
 
 
-def connect(url: str, **kwargs: Any) -> aioredis.Redis:
-    """A Redis client for `url` (redis://, rediss:// or unix://) that keeps values as bytes."""
+Client = aioredis.Redis | RedisCluster
+"""What `connect` returns: one Redis (direct or the master Sentinel names) or a Redis Cluster."""
+
+
+class SentinelMaster(aioredis.Redis):
+    """The master a set of sentinels names, followed through failovers.
+
+    redis-py's master client does not own the sentinel connections it asks the master's address
+    from; this one closes them with itself, so no socket outlives the client.
+    """
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        pool = self.connection_pool
+        await super().aclose(close_connection_pool)
+        if isinstance(pool, SentinelConnectionPool):
+            await pool.sentinel_manager.aclose()
+
+
+def connect(url: str, **kwargs: Any) -> Client:
+    """A client for `url` that keeps values as bytes.
+
+    `url` is any of `redis_urls`' forms: one server (redis://, rediss://, unix://), the master
+    of a Sentinel set (redis+sentinel://) or a Redis Cluster (redis+cluster://). A ValueError
+    says what is wrong with it without quoting it.
+    """
     kwargs.setdefault("health_check_interval", 15)
     kwargs.setdefault("socket_connect_timeout", 5)
-    kwargs.setdefault("retry_on_timeout", False)
-    return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+    if not redis_urls.is_multi_host(url):
+        kwargs.setdefault("retry_on_timeout", False)
+        return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+    target = redis_urls.parse(url)
+    if target.kind == "cluster":
+        return _cluster(target, kwargs)
+    options = {**target.options, **kwargs}
+    sentinel_options = {
+        **{k: v for k, v in kwargs.items() if k.startswith("socket_")},
+        **target.sentinel_options,
+    }
+    sentinels = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_options, **options)
+    master: SentinelMaster = sentinels.master_for(
+        target.master_name, redis_class=SentinelMaster, decode_responses=False
+    )
+    return master
+
+
+def _cluster(target: redis_urls.RedisTarget, kwargs: dict[str, Any]) -> RedisCluster:
+    # A cluster client retries timeouts itself (by re-reading the slot map): it has no
+    # retry_on_timeout option.
+    kwargs.pop("retry_on_timeout", None)
+    options = {**target.options, **kwargs}
+    nodes = [ClusterNode(host, port) for host, port in target.hosts]
+    try:
+        return RedisCluster(startup_nodes=nodes, decode_responses=False, **options)
+    except TypeError as exc:
+        # An option of the URL's query that only a one-server client knows.
+        raise ValueError(f"an option of the URL does not apply to Redis Cluster ({exc})") from None
+
+
+def is_cluster(client: Client) -> bool:
+    """True for a Redis Cluster client: multi-key commands must keep to one hash slot."""
+    return isinstance(client, RedisCluster)
+
+
+def same_slot(*keys: str) -> bool:
+    """True when every key maps to one Redis Cluster hash slot (shares its `{hash tag}`)."""
+    return len({key_slot(key.encode()) for key in keys}) <= 1
 
 
 def as_str(value: bytes | str | None) -> str:
@@ -47,13 +112,28 @@ def id_key(entry_id: StreamId) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def is_unblocked_by_failover(exc: BaseException) -> bool:
+    """True when a blocked read ended because its server stopped being a master (a failover).
+
+    Redis answers every blocked client "UNBLOCKED force unblock from blocking operation,
+    instance state changed (master -> replica?)": the stream and the group are still there, on
+    the new master, so the read is simply made again.
+    """
+    return (
+        isinstance(exc, ResponseError)
+        and str(exc).startswith("UNBLOCKED")
+        and "instance state changed" in str(exc)
+    )
+
+
 def is_nogroup(exc: BaseException) -> bool:
     """True when Redis says the stream or the group does not exist (e.g. it restarted empty)."""
     # Inside a Lua script the error arrives wrapped ("ERR Error running script ... NOGROUP").
     # A read blocked while the stream or the group is deleted ends with "UNBLOCKED the stream
     # key no longer exists" (or "... consumer group ... no longer exists").
     return isinstance(exc, ResponseError) and (
-        "NOGROUP" in str(exc) or str(exc).startswith("UNBLOCKED")
+        "NOGROUP" in str(exc)
+        or (str(exc).startswith("UNBLOCKED") and not is_unblocked_by_failover(exc))
     )
 
 
@@ -62,7 +142,7 @@ def is_busygroup(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("BUSYGROUP")
 
 
-async def ensure_group(redis: aioredis.Redis, stream: str, group: str, start_id: str = "0") -> bool:
+async def ensure_group(redis: Client, stream: str, group: str, start_id: str = "0") -> bool:
     """Create `group` on `stream` (and the stream itself) unless it exists; True if created."""
     try:
         await redis.xgroup_create(stream, group, id=start_id, mkstream=True)
@@ -84,7 +164,7 @@ class Recreated(enum.Enum):
 
 
 async def recreate_group_if_empty(
-    redis: aioredis.Redis, stream: str, group: str, start_id: str = "0"
+    redis: Client, stream: str, group: str, start_id: str = "0"
 ) -> Recreated:
     """Recreate a group that vanished, but only when its stream is empty or gone too.
 
@@ -167,7 +247,7 @@ def _as_dict(raw: Any) -> dict[str, Any]:
     return {as_str(k): v for k, v in zip(it, it, strict=True)}
 
 
-async def group_infos(redis: aioredis.Redis, stream: str) -> list[GroupInfo]:
+async def group_infos(redis: Client, stream: str) -> list[GroupInfo]:
     """`XINFO GROUPS`; an empty list when the stream does not exist."""
     try:
         raw = await redis.execute_command("XINFO", "GROUPS", stream)
@@ -191,7 +271,7 @@ async def group_infos(redis: aioredis.Redis, stream: str) -> list[GroupInfo]:
     return groups
 
 
-async def group_info(redis: aioredis.Redis, stream: str, group: str) -> GroupInfo | None:
+async def group_info(redis: Client, stream: str, group: str) -> GroupInfo | None:
     """The group's `XINFO GROUPS` row, or None when the stream or the group is missing."""
     for info in await group_infos(redis, stream):
         if info.name == group:
@@ -199,7 +279,7 @@ async def group_info(redis: aioredis.Redis, stream: str, group: str) -> GroupInf
     return None
 
 
-async def consumer_infos(redis: aioredis.Redis, stream: str, group: str) -> list[ConsumerInfo]:
+async def consumer_infos(redis: Client, stream: str, group: str) -> list[ConsumerInfo]:
     """`XINFO CONSUMERS`."""
     raw = await redis.execute_command("XINFO", "CONSUMERS", stream, group)
     consumers = []
@@ -217,7 +297,7 @@ async def consumer_infos(redis: aioredis.Redis, stream: str, group: str) -> list
 
 
 async def pending_entries(
-    redis: aioredis.Redis,
+    redis: Client,
     stream: str,
     group: str,
     *,
@@ -245,3 +325,15 @@ async def pending_entries(
 def now_millis() -> int:
     """Wall-clock milliseconds, the clock stream entry IDs are made with."""
     return time.time_ns() // 1_000_000
+
+
+def by_slot(streams: Sequence[str]) -> list[list[str]]:
+    """`streams` grouped by Redis Cluster hash slot, in their order: one XREADGROUP each.
+
+    Redis Cluster runs a multi-key command only within one slot, so a consumer reads each
+    slot's streams on their own (on a single Redis, one XREADGROUP reads them all).
+    """
+    groups: dict[int, list[str]] = {}
+    for stream in streams:
+        groups.setdefault(key_slot(stream.encode()), []).append(stream)
+    return list(groups.values())

@@ -389,8 +389,16 @@ def test_operator_command_and_env_are_what_streamscale_operate_reads(sets: list[
             {"valueFrom": {"secretKeyRef": {"name": "rs", "key": "u"}}},
         ),
         (["demoRedis.enabled=true"], {"value": "redis://rel-streamscale-redis.shop.svc:6379/0"}),
+        (
+            [r"redis.url=redis+sentinel://s-0:26379\,s-1:26379/streams/0"],
+            {"value": "redis+sentinel://s-0:26379,s-1:26379/streams/0"},
+        ),
+        (
+            [r"redis.url=rediss+cluster://n-0:6379\,n-1:6379"],
+            {"value": "rediss+cluster://n-0:6379,n-1:6379"},
+        ),
     ],
-    ids=["plain", "secret", "demo"],
+    ids=["plain", "secret", "demo", "sentinel", "cluster"],
 )
 def test_redis_url_comes_from_a_value_a_secret_or_the_demo_redis(
     sets: list[str], expected: dict[str, Any]
@@ -506,6 +514,9 @@ WRONG_VALUES = [
     "redis.url=redis://:secret@r:6379/0",
     "redis.url=rediss://streamscale:secret@r:6380/0",
     "redis.url=redis://r:6379/0?password=secret",
+    "redis.url=redis+sentinel://s:26379/streams/0?sentinel_password=secret",
+    "redis.url=redis+cluster://app:secret@n:6379",
+    "redis.url=redis+nonsense://n:6379",
     "operator.watchNamespaces=shop",
     "dashboards.enabled=yes",
     "nonsense=1",
@@ -741,3 +752,33 @@ def test_a_release_label_splits_stream_consumers_between_releases() -> None:
     assert "STREAMSCALE_OPERATOR_LABEL" not in {
         item["name"] for item in operator_container(template(sets=[]))["env"]
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("redis://r:6379/0", True),
+        ("rediss://r:6380/0", True),
+        ("unix:///run/redis.sock", True),
+        ("redis+sentinel://s-0:26379,s-1:26379/streams/0", True),
+        ("rediss+sentinel://s-0:26379/streams", True),
+        ("redis+cluster://n-0:6379,n-1:6379", True),
+        ("rediss+cluster://n-0:6379", True),
+        ("http://r:6379", False),
+        ("redis+nonsense://r:6379", False),
+    ],
+)
+def test_crd_accepts_sentinel_and_cluster_urls_in_spec_redis_url(url: str, accepted: bool) -> None:
+    doc = {
+        "apiVersion": "streamscale.io/v1alpha1",
+        "kind": "StreamConsumer",
+        "spec": {
+            "stream": "{orders}", "group": "writers", "redis": {"url": url},
+            "database": {"urlSecretRef": {"name": "pg", "key": "url"}},
+        },
+    }  # fmt: skip
+    if accepted:
+        validate_streamconsumer(doc)
+    else:
+        with pytest.raises(jsonschema.ValidationError, match="does not match"):
+            validate_streamconsumer(doc)

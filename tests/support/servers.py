@@ -53,10 +53,12 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 class RedisServer:
     """A redis-server in a temporary directory; `persistent=True` turns on AOF (everysec)."""
 
-    def __init__(self, *, persistent: bool = False, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, *, persistent: bool = False, extra: list[str] | None = None, port: int | None = None
+    ) -> None:
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.dir = Path(tempfile.mkdtemp(prefix="streamscale-redis-"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.persistent = persistent
         self.extra = list(extra or [])
         self.proc: subprocess.Popen[bytes] | None = None

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 import orjson
-import redis.asyncio as aioredis
 from rich.table import Table
 
 from streamscale.cli import replaying
@@ -24,6 +23,7 @@ from streamscale.cli.commands.shared import (
 )
 from streamscale.core.constants import REASONS
 from streamscale.core.errors import EXIT_FAILED
+from streamscale.core.streams import Client
 
 
 @click.group()
@@ -77,7 +77,7 @@ def dlq_list(
     """The oldest dead-letter entries: why, from where, and the start of their data."""
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def work(redis: aioredis.Redis) -> tuple[list[replaying.DeadEntry], int]:
+    async def work(redis: Client) -> tuple[list[replaying.DeadEntry], int]:
         return await replaying.entries(redis, name, reasons=reasons, limit=count), int(
             await redis.xlen(name)
         )
@@ -158,7 +158,7 @@ def dlq_replay(
         raise click.UsageError("--reason filters --all; named IDs are replayed as named")
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def work(redis: aioredis.Redis) -> list[replaying.Replayed]:
+    async def work(redis: Client) -> list[replaying.Replayed]:
         ids = list(entry_ids)
         if replay_all:
             ids = [e.id for e in await replaying.entries(redis, name, reasons=reasons, limit=count)]
@@ -214,7 +214,7 @@ def dlq_purge(
         raise click.UsageError("--reason filters --all; named IDs are purged as named")
     name = _dlq_name(stream, dead_letter_stream)
 
-    async def count_them(redis: aioredis.Redis) -> tuple[int, list[str]]:
+    async def count_them(redis: Client) -> tuple[int, list[str]]:
         if purge_all and not reasons:
             return int(await redis.xlen(name)), []
         if purge_all:
@@ -233,7 +233,7 @@ def dlq_purge(
             fail(f"purging {what} entries of {name} needs confirmation: use a terminal or --yes")
         click.confirm(f"Delete {what} dead-letter entries ({n}) from {name} for good?", abort=True)
 
-    async def purge(redis: aioredis.Redis) -> int:
+    async def purge(redis: Client) -> int:
         if purge_all and not reasons:
             return await replaying.purge_all(redis, name)
         return await replaying.purge(redis, name, ids)

@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import click
-import redis.asyncio as aioredis
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -25,6 +24,7 @@ from streamscale.cli.commands.shared import (
     stream_option,
 )
 from streamscale.core.errors import Interrupted
+from streamscale.core.streams import Client
 from streamscale.core.tasks import stop_on_signals
 
 
@@ -101,7 +101,7 @@ def produce(
 
     stop = asyncio.Event()
 
-    async def work(redis: aioredis.Redis) -> producing.Summary:
+    async def work(redis: Client) -> producing.Summary:
         # Ctrl-C or SIGTERM ends the run after the current round trip and still prints the
         # summary; so does losing Redis.
         with stop_on_signals(stop), bar:

@@ -11,15 +11,14 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from rich.console import Console
 
 from streamscale.cli.common import safe_url
-from streamscale.core.errors import REDIS_RETRYABLE, ConfigError, StreamscaleError
+from streamscale.core.errors import REDIS_RETRYABLE, ConfigError, StreamscaleError, redis_denial
 from streamscale.core.settings import DEFAULT_REDIS_URL, ClientSettings
-from streamscale.core.streams import connect
+from streamscale.core.streams import Client, connect
 
 T = TypeVar("T")
 
@@ -29,17 +28,18 @@ def fail(message: str) -> NoReturn:
     raise StreamscaleError(message)
 
 
-def open_redis(url: str) -> aioredis.Redis:
+def open_redis(url: str) -> Client:
     """A client for `url`, or a clear error when the URL is malformed."""
     try:
         return connect(url)
     except ValueError as exc:
         raise ConfigError(
-            f"invalid Redis URL {safe_url(url)!r}: {exc}. Use redis://host:6379/0"
+            f"invalid Redis URL {safe_url(url)!r}: {exc}. Use redis://host:6379/0,"
+            " redis+sentinel://host:26379/<master-name>/0 or redis+cluster://host:6379"
         ) from None
 
 
-def run_async(url: str | None, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+def run_async(url: str | None, work: Callable[[Client], Awaitable[T]]) -> T:
     """Run `work(redis)` on a fresh client, translating Redis failures into user errors.
 
     `url` is `--redis-url`; without it the URL comes from the settings sources the consumer
@@ -60,6 +60,12 @@ def run_async(url: str | None, work: Callable[[aioredis.Redis], Awaitable[T]]) -
     except AuthenticationError as exc:
         fail(f"Redis at {safe_url(url)} refused the credentials: {exc}. Check the URL's password")
     except REDIS_RETRYABLE as exc:
+        denied = redis_denial(exc)  # a Redis Cluster client wraps the refusal
+        if denied is not None:
+            fail(
+                f"Redis at {safe_url(url)} refused the credentials: {denied}."
+                " Check the URL's user, password and ACL"
+            )
         fail(
             f"cannot reach Redis at {safe_url(url)}: {str(exc).rstrip('.')}."
             " Is redis-server running there?"

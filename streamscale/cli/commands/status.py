@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 
 import click
-import redis.asyncio as aioredis
 from rich.console import Console
 from rich.live import Live
 
@@ -18,6 +17,7 @@ from streamscale.cli.commands.shared import (
     run_async,
     stdout_console,
 )
+from streamscale.core.streams import Client
 from streamscale.core.tasks import stop_on_signals
 
 
@@ -37,10 +37,10 @@ def status(
     if as_json and not once:
         once = True
 
-    async def names(redis: aioredis.Redis) -> list[str]:
+    async def names(redis: Client) -> list[str]:
         return list(streams) or await snapshots.discover(redis)
 
-    async def snapshot_once(redis: aioredis.Redis) -> snapshots.Snapshot:
+    async def snapshot_once(redis: Client) -> snapshots.Snapshot:
         chosen = await names(redis)
         first = await snapshots.collect(redis, chosen)
         if interval <= 0:
@@ -58,7 +58,7 @@ def status(
             stdout_console().print(snapshots.table(snap))
         return
 
-    async def live(redis: aioredis.Redis) -> None:
+    async def live(redis: Client) -> None:
         # Ctrl-C sets a flag: a cancel landing inside a redis-py call may be swallowed.
         stop = asyncio.Event()
         previous: snapshots.Snapshot | None = None
