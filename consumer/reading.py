@@ -177,7 +177,7 @@ class Reader:
         if now - self._rechecked < MISSING_RECHECK_SECONDS:
             return
         self._rechecked = now
-        for stream in list(self.p.group_missing):
+        for stream in [s for s in self.streams if s in self.p.group_missing]:  # ours only
             await self._recreate_group(stream)
             if stream not in self.p.group_missing:
                 self.cursors[stream] = "0"
