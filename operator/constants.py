@@ -51,6 +51,9 @@ DEFAULT_IDLE_SECONDS: Final = 300
 DIRECTION_UP: Final = "up"
 DIRECTION_DOWN: Final = "down"
 POD_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
+DELETION_COST_SETTLE_SECONDS: Final = 0.5
+"""Between writing the deletion costs and lowering the replicas: the ReplicaSet controller picks
+the pods to delete from its watch cache, which must have seen the new costs first."""
 """Set on consumer pods before a scale-in: the ReplicaSet deletes the cheapest pods first."""
 MODE_BACKLOG: Final = "backlog"
 """desired = ceil(backlog / backlogPerReplica): the default."""

@@ -7,6 +7,7 @@ window, the dead-letter count, the health. The kopf handlers in `handlers.py` on
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import dataclasses
@@ -579,8 +580,10 @@ class Poller:
                 )
         if decision.direction is None:
             return decision
-        if decision.direction == constants.DIRECTION_DOWN:
-            await self._mark_busy_pods(spec, seen)
+        if decision.direction == constants.DIRECTION_DOWN and await self._mark_busy_pods(
+            spec, seen
+        ):
+            await asyncio.sleep(constants.DELETION_COST_SETTLE_SECONDS)
         await actuator.set_replicas(decision.target)
         self.state.last_scale_time = now
         self.last_scale_time = now_iso()
@@ -600,18 +603,22 @@ class Poller:
         )
         return decision
 
-    async def _mark_busy_pods(self, spec: ConsumerSpec, seen: Seen) -> None:
-        """Annotate each pod with its pending count, so a scale-in removes idle pods first."""
+    async def _mark_busy_pods(self, spec: ConsumerSpec, seen: Seen) -> bool:
+        """Annotate each pod with its pending count, so a scale-in removes idle pods first;
+        True when some pod was annotated."""
         if not seen.observation.consumers:
-            return
+            return False
         pods = await self._pods(spec, seen.actuator, seen.observation)
+        marked = False
         for pod, cost in deletion_costs(seen.observation.consumers, pods).items():
             patch = {"metadata": {"annotations": {constants.POD_DELETION_COST: str(cost)}}}
             try:
                 await self.runtime.kube.merge_patch(f"{pods_path(spec.namespace)}/{pod}", patch)
+                marked = True
             except KubeError as exc:
                 if exc.status != 404:  # a pod that just went needs no cost
                     raise
+        return marked
 
     def _recovered(self, body: kopf.Body) -> None:
         """A poll went through: end a failure streak (with an Event) and its backoff."""
