@@ -314,10 +314,30 @@ class LocalSentinels:
         new = self.master_port()
         _wait(lambda: _info(new, "replication").get("role") == "master", timeout,
               "the promoted replica to act as master")  # fmt: skip
+        # Every sentinel names the new master before the old one is back: a client asking a
+        # sentinel that lags would otherwise be sent to the restarted, empty server.
+        _wait(lambda: self._masters_named() == {new}, timeout, "every sentinel to agree", 0.1)
         if restart:
-            server.extra = []
+            # Back as a replica of the new master, as a pod that asks the sentinels on start-up
+            # does; started as an empty master it would take writes (and recreate groups) until
+            # the sentinels demote it, and those are lost with the resync (Redis, not us).
+            server.extra = ["--replicaof", "127.0.0.1", str(new)]
             server.start()
         return new
+
+    def _masters_named(self) -> set[int]:
+        """The master port each sentinel reports (one value when they all agree)."""
+        ports = set()
+        for port in self.sentinel_ports:
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+            try:
+                _host, master = client.execute_command(
+                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+                )
+            finally:
+                client.close()
+            ports.add(int(master))
+        return ports
 
     def close(self) -> None:
         for proc in self.sentinels:
