@@ -15,8 +15,8 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from streamscale.consumer.processing import GaveUp, Processor, redis_denied
-from streamscale.core.errors import REDIS_DENIED, REDIS_RETRYABLE, ConfigError, redis_denial
+from streamscale.consumer.processing import REDIS_ERRORS, GaveUp, Processor
+from streamscale.core.errors import REDIS_RETRYABLE, ConfigError
 from streamscale.core.streams import as_str, is_nogroup, parse_entries, pending_entries
 
 logger = logging.getLogger(__name__)
@@ -48,14 +48,9 @@ class Claimer:
             except ConfigError as exc:
                 self.p.shutdown.fail(exc)
                 return
-            except REDIS_DENIED as exc:  # before REDIS_RETRYABLE: some derive from ConnectionError
-                self.p.shutdown.fail(redis_denied(exc))
-                return
-            except REDIS_RETRYABLE as exc:  # before ResponseError, as in Reader.run
-                if (denied := redis_denial(exc)) is not None:  # a Cluster client wraps it
-                    self.p.shutdown.fail(redis_denied(denied))
+            except REDIS_ERRORS as exc:  # before ResponseError, as in Reader.run
+                if self.p.redis_failed(exc, "claiming"):
                     return
-                self.p.redis_health.failed(exc, "claiming")
             except redis_errors.ResponseError as exc:
                 if not is_nogroup(exc):
                     raise

@@ -47,13 +47,24 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def redis_denied(error: BaseException) -> ConfigError:
-    """Redis refused our credentials or the command after a good start (password rotated, ACL
-    changed): retrying the same credentials cannot help, so the process exits 2, like at
-    start-up, and its restart reads the new ones."""
+REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_DENIED, *REDIS_RETRYABLE)
+"""What a loop catches from Redis, before ResponseError (READONLY, TRYAGAIN and NOPERM are
+ResponseErrors too): `refusal` then tells a refusal (stop) from an outage (retry)."""
+
+
+def refusal(error: BaseException) -> ConfigError | None:
+    """The config error for Redis refusing our credentials or an ACL behind `error` (itself, or
+    wrapped by a Cluster client), None for any other error.
+
+    After a good start (password rotated, ACL changed) retrying the same credentials cannot
+    help, so the process exits 2, like at start-up, and its restart reads the new ones.
+    """
+    denied = redis_denial(error)
+    if denied is None:
+        return None
     return ConfigError(
         f"Redis refused the credentials in STREAMSCALE_REDIS_URL (or their ACL): "
-        f"{type(error).__name__}: {error}. Consuming stopped; what was read and not acked stays "
+        f"{type(denied).__name__}: {denied}. Consuming stopped; what was read and not acked stays "
         "pending for the other consumers. Fix the user, password or ACL and start again."
     )
 
@@ -253,6 +264,16 @@ class Processor:
             await self.redis.xack(stream, group, *[m.id for m in done])
         return moved
 
+    def redis_failed(self, exc: BaseException, what: str) -> bool:
+        """A Redis error in a loop: False to back off and retry (Redis is away), True when it
+        refused our credentials or an ACL, which stops the process for good (exit 2)."""
+        refused = refusal(exc)
+        if refused is not None:
+            self.shutdown.fail(refused)
+            return True
+        self.redis_health.failed(exc, what)
+        return False
+
     async def retrying(
         self,
         call: Callable[[], Awaitable[T]],
@@ -266,14 +287,13 @@ class Processor:
         (by default: Redis is away). Raises GaveUp once the shutdown deadline has passed."""
         health = health or self.redis_health
         backoff = backoff or Backoff(base=0.1, cap=5.0)
+        caught: tuple[type[BaseException], ...] = (*REDIS_DENIED, *errors)
         while True:
             try:
                 value = await call()
-            except REDIS_DENIED as exc:
-                raise redis_denied(exc) from exc
-            except errors as exc:
-                if (denied := redis_denial(exc)) is not None:  # a Cluster client wraps it
-                    raise redis_denied(denied) from exc
+            except caught as exc:
+                if (refused := refusal(exc)) is not None:
+                    raise refused from exc
                 health.failed(exc, what)
                 if self.shutdown.expired.is_set():
                     raise GaveUp from exc

@@ -20,9 +20,9 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from streamscale.consumer.processing import GaveUp, Processor, redis_denied
+from streamscale.consumer.processing import REDIS_ERRORS, GaveUp, Processor, refusal
 from streamscale.core.backoff import Backoff
-from streamscale.core.errors import REDIS_DENIED, REDIS_RETRYABLE, ConfigError, redis_denial
+from streamscale.core.errors import ConfigError
 from streamscale.core.streams import (
     Entry,
     Recreated,
@@ -83,14 +83,9 @@ class Reader:
             except ConfigError as exc:
                 self.p.shutdown.fail(exc)
                 return
-            except REDIS_DENIED as exc:  # before REDIS_RETRYABLE: some derive from ConnectionError
-                self.p.shutdown.fail(redis_denied(exc))
-                return
-            except REDIS_RETRYABLE as exc:  # first: ReadOnlyError and TryAgainError are
-                if (denied := redis_denial(exc)) is not None:  # a Cluster client wraps it
-                    self.p.shutdown.fail(redis_denied(denied))
+            except REDIS_ERRORS as exc:
+                if self.p.redis_failed(exc, "reading"):
                     return
-                self.p.redis_health.failed(exc, "reading")  # ResponseErrors too (failover)
                 await backoff.sleep(stopping)
                 self._restart_pending()  # what was delivered but not acked is ours to finish
             except redis_errors.ResponseError as exc:
@@ -154,9 +149,9 @@ class Reader:
         s = self.settings
         try:
             outcome = await recreate_group_if_empty(self.p.redis, stream, s.group, s.group_start_id)
-        except REDIS_DENIED:
-            raise
-        except REDIS_RETRYABLE as exc:
+        except REDIS_ERRORS as exc:
+            if refusal(exc) is not None:
+                raise  # `run` stops the process
             self.p.redis_health.failed(exc, "recreating the group")
             return
         if outcome is Recreated.REFUSED:
