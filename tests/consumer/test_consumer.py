@@ -51,11 +51,6 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-@pytest.fixture
-def client(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
-
-
 def settings(redis_url: str, database_url: str, stream: str, **extra: object) -> dict[str, object]:
     return {
         "redis_url": redis_url,

@@ -14,11 +14,6 @@ from tests.support.consumers import ConsumerProcess, product, wait_until
 from tests.support.servers import PostgresServer, RedisServer
 
 
-@pytest.fixture
-def client(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
-
-
 def produce_same_ids(client: redis.Redis, streams: list[str], count: int) -> list[str]:
     """`count` products into each stream under the same explicit IDs (1-1, 1-2, ...)."""
     ids = [f"1-{n + 1}" for n in range(count)]

@@ -40,6 +40,12 @@ from tests.support.servers import PostgresServer
 GROUP = "writers"
 MODEL = "tests.support.models:Product"
 STREAMSCALE = str(Path(sys.executable).parent / "streamscale")
+FAILOVER_CONSUMER: dict[str, object] = {
+    "group": GROUP, "model": MODEL, "consumer": "pod-1", "claim_idle_ms": 1000,
+    "max_deliveries": 1000, "batch_size": 50, "block_ms": 200,
+}  # fmt: skip
+"""The failover tests' consumer: claims within a second, never dead-letters for deliveries
+(a failover may redeliver many times), small batches and short blocks so a switch shows."""
 
 
 @pytest.fixture(scope="module")
@@ -338,10 +344,8 @@ def test_cluster_failover_of_the_streams_master_while_messages_flow(
     stream = tagged("orders")
     client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     consumer = ConsumerProcess(
-        redis_url=cluster.url, database_url=database_url, stream=stream, group=GROUP,
-        model=MODEL, consumer="pod-1", claim_idle_ms=1000, max_deliveries=1000, batch_size=50,
-        block_ms=200,
-    ).start()  # fmt: skip
+        redis_url=cluster.url, database_url=database_url, stream=stream, **FAILOVER_CONSUMER
+    ).start()
     producer = FlowingProducer(cluster.client, stream, total=2000, rate=800)
     try:
         producer.start()
@@ -379,10 +383,8 @@ def test_slot_migration_of_the_stream_while_consuming_crashes_nothing(
     stream = tagged("orders")
     client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     consumer = ConsumerProcess(
-        redis_url=cluster.url, database_url=database_url, stream=stream, group=GROUP,
-        model=MODEL, consumer="pod-1", claim_idle_ms=1000, max_deliveries=1000, batch_size=50,
-        block_ms=200,
-    ).start()  # fmt: skip
+        redis_url=cluster.url, database_url=database_url, stream=stream, **FAILOVER_CONSUMER
+    ).start()
     producer = FlowingProducer(cluster.client, stream, total=2000, rate=800)
     try:
         producer.start()

@@ -19,7 +19,14 @@ from tests.support import kube as h
 from tests.support.clusters import FlowingProducer, LocalSentinels, running_sentinels
 from tests.support.consumers import ConsumerProcess, wait_until
 from tests.support.servers import PostgresServer, free_port
-from tests.system.test_cluster import GROUP, MODEL, assert_each_entry_once, drained, stored_total
+from tests.system.test_cluster import (
+    FAILOVER_CONSUMER,
+    GROUP,
+    MODEL,
+    assert_each_entry_once,
+    drained,
+    stored_total,
+)
 
 
 @pytest.fixture
@@ -55,10 +62,11 @@ async def test_master_killed_mid_run_consumer_and_operator_follow_the_promotion(
     try:
         client.xgroup_create(stream, GROUP, id="0", mkstream=True)
         consumer = ConsumerProcess(
-            redis_url=sentinels.url, database_url=database_url, stream=stream, group=GROUP,
-            model=MODEL, consumer="pod-1", claim_idle_ms=1000, max_deliveries=1000,
-            batch_size=50, block_ms=200,
-        )  # fmt: skip
+            redis_url=sentinels.url,
+            database_url=database_url,
+            stream=stream,
+            **FAILOVER_CONSUMER,
+        )
         await asyncio.to_thread(consumer.start)
         h.declare_resources(kmock)
         # The consumer's pod: without it the mover would take its entries for a gone pod's.
