@@ -315,7 +315,7 @@ class Seen:
     current: int
     just_read: bool
     """The replicas were read from the API during this poll (not the cache)."""
-    streams: Mapping[str, Observation] = dataclasses.field(default_factory=dict)
+    streams: Mapping[str, Observation]
     """Each stream's own observation."""
 
 
@@ -332,7 +332,7 @@ class Moves:
     """The idle time after which entries move: the spec's, or the operator's floor."""
     notes: tuple[str, ...]
     trimmed: int
-    pending_by_stream: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    pending_by_stream: Mapping[str, int]
 
 
 class Poller:
@@ -528,7 +528,7 @@ class Poller:
         moved: collections.Counter[str] = collections.Counter()
         pending_by_stream: dict[str, int] = {}
         trimmed = 0
-        for stream, part in (seen.streams or {spec.stream: observation}).items():
+        for stream, part in seen.streams.items():
             counter = counter_key(spec.dead_letter_for(stream), stream, spec.group)
             here = await reclaim(
                 scripts,
@@ -678,7 +678,7 @@ class Poller:
                         "stream": stream,
                         "lag": part.lag,
                         "lagEstimated": part.lag_estimated,
-                        "pending": moves.pending_by_stream.get(stream, part.pending),
+                        "pending": moves.pending_by_stream[stream],
                     }
                     for stream, part in seen.streams.items()
                 ],
