@@ -130,12 +130,11 @@ class ConsumerApp:
                 return True
             except TransientError as exc:
                 sink_health.failed(exc, "starting")
-            except (redis_errors.AuthenticationError, redis_errors.AuthorizationError) as exc:
-                # Before REDIS_RETRYABLE, whose ConnectionError they subclass: retrying the same
-                # credentials cannot succeed (PostgreSQL's refusal is a config error too).
-                raise ConfigError(credentials_refused(exc)) from exc
             except REDIS_RETRYABLE as exc:
-                denied = redis_denial(exc)  # a Redis Cluster client wraps the refusal
+                # A refusal of the credentials derives from ConnectionError (or a Cluster client
+                # wraps it): retrying the same credentials cannot succeed (PostgreSQL's refusal
+                # is a config error too).
+                denied = redis_denial(exc)
                 if denied is not None:
                     raise ConfigError(credentials_refused(denied)) from exc
                 redis_health.failed(exc, "starting")
