@@ -64,7 +64,7 @@ class Claimer:
             try:
                 taken += await self._sweep(stream, max_pages)
             except redis_errors.ResponseError as exc:
-                if not is_nogroup(exc) or isinstance(exc, REDIS_RETRYABLE):
+                if not is_nogroup(exc):
                     raise  # NOGROUP: the readers recreate the group (or report it missing)
         return taken
 
@@ -84,9 +84,9 @@ class Claimer:
             self.p.observe(entries)
             deleted = [as_str(i) for i in raw[2]]
             if deleted:
-                # Redis already dropped these from the pending list; record them, or they vanish.
+                # XAUTOCLAIM already dropped these from the pending list: the record is retried
+                # until it is written, or they vanish for good.
                 self.deleted_total += len(deleted)
-                # XAUTOCLAIM has already dropped them: retry the record, or it is lost for good.
                 record = functools.partial(
                     self.p.scripts.record_deleted,
                     stream, s.dead_letter_for(stream), s.group, self.consumer, deleted,
