@@ -46,16 +46,20 @@ def consumer_env(spec: ConsumerSpec, default_redis_url: str | None) -> list[dict
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
         _env("STREAMSCALE_STREAM", spec.stream),
+    ]
+    if spec.shards > 1:
+        env.append(_env("STREAMSCALE_SHARDS", str(spec.shards)))
+    env += [
         _env("STREAMSCALE_GROUP", spec.group),
         _env("STREAMSCALE_NAMESPACE", spec.namespace),
         _env("STREAMSCALE_NAME", spec.name),
+    ]
+    if len(spec.streams) == 1:  # several streams: each has its own `<stream>:dlq`
+        env.append(_env("STREAMSCALE_DEAD_LETTER_STREAM", spec.dead_letter_for(spec.stream)))
+    env += [
         _env("STREAMSCALE_MAX_DELIVERIES", str(spec.max_deliveries)),
         _env("STREAMSCALE_HTTP_PORT", str(constants.METRICS_PORT)),
     ]
-    if spec.shards > 1:
-        env.insert(1 + 2, _env("STREAMSCALE_SHARDS", str(spec.shards)))
-    if len(spec.streams) == 1:  # several streams: each has its own `<stream>:dlq`
-        env.insert(6, _env("STREAMSCALE_DEAD_LETTER_STREAM", spec.dead_letter_for(spec.stream)))
     if spec.model:
         env.append(_env("STREAMSCALE_MODEL", spec.model))
     if spec.handler:

@@ -148,12 +148,12 @@ def _optional_number(raw: Mapping[str, Any], key: str) -> float | None:
     return None if raw.get(key) is None else _number(raw, key, 0.0)
 
 
-def _streams(spec: Mapping[str, Any]) -> tuple[str, ...]:
-    """`spec.stream` or `spec.streams`, exactly one of them, names unique and without commas."""
+def _streams(spec: Mapping[str, Any], shards: int) -> tuple[str, ...]:
+    """`spec.stream` (or its `shards`) or `spec.streams`, exactly one of them, names unique and
+    without commas."""
     one, many = spec.get("stream"), spec.get("streams")
     if bool(one) == bool(many):
         raise SpecError("set spec.stream (one stream) or spec.streams (several), exactly one")
-    shards = _shards(spec)
     if shards > 1:
         if many:
             raise SpecError("spec.shards shards one logical stream: use spec.stream, not streams")
@@ -190,7 +190,8 @@ def parse(
 ) -> ConsumerSpec:
     """Validate `spec` and fill in the defaults (the same defaults as the CRD's)."""
     group = spec.get("group")
-    streams = _streams(spec)
+    shards = _shards(spec)
+    streams = _streams(spec, shards)
     if not group:
         raise SpecError("spec.group is required")
     redis = spec.get("redis") or {}
@@ -262,7 +263,7 @@ def parse(
         idle_seconds=float(dead_letter.get("idleSeconds", constants.DEFAULT_IDLE_SECONDS)),
         retention=retention,
         creation_timestamp=creation_timestamp,
-        shards=_shards(spec),
+        shards=shards,
     )
 
 
