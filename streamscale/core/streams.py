@@ -19,6 +19,7 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from streamscale.core import redis_urls
+from streamscale.core.packing import use_hiredis_packing
 
 StreamId = str
 Fields = dict[bytes, bytes]
@@ -50,12 +51,21 @@ def connect(url: str, **kwargs: Any) -> Client:
     `url` is any of `redis_urls`' forms: one server (redis://, rediss://, unix://), the master
     of a Sentinel set (redis+sentinel://) or a Redis Cluster (redis+cluster://). A ValueError
     says what is wrong with it without quoting it.
+
+    Commands are packed by hiredis (`packing`), as redis-py's synchronous client does.
     """
     kwargs.setdefault("health_check_interval", 15)
     kwargs.setdefault("socket_connect_timeout", 5)
     if not redis_urls.is_multi_host(url):
         kwargs.setdefault("retry_on_timeout", False)
-        return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+        client: Client = aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+    else:
+        client = _multi_host(url, kwargs)
+    use_hiredis_packing(client)
+    return client
+
+
+def _multi_host(url: str, kwargs: dict[str, Any]) -> Client:
     target = redis_urls.parse(url)
     if target.kind == "cluster":
         return _cluster(target, kwargs)
