@@ -81,7 +81,6 @@ class Claimer:
             )  # fmt: skip
             cursor = as_str(raw[0])
             entries = parse_entries(raw[1])
-            self.p.observe(entries)
             deleted = [as_str(i) for i in raw[2]]
             if deleted:
                 # XAUTOCLAIM already dropped these from the pending list: the record is retried

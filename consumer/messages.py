@@ -31,6 +31,8 @@ class Message:
     """Why the payload could not be decoded (the message goes to the dead-letter stream)."""
     stream: str = ""
     """The stream the entry was read from (a consumer may read several)."""
+    size: int = 0
+    """Bytes of its field names and values (`entry_size`)."""
 
     @property
     def produced_ms(self) -> int:
@@ -56,30 +58,51 @@ def decode(entry_id: StreamId, fields: Fields, max_bytes: int, stream: str = "")
     size = _DATA_SIZE + len(raw) if raw is not None and len(fields) == 1 else entry_size(fields)
     if size > max_bytes:
         return Message(
-            entry_id, fields, None, f"message is {size} bytes, above {max_bytes}", stream
+            entry_id, fields, None, f"message is {size} bytes, above {max_bytes}", stream, size
         )
     if raw is None:
         try:
-            return Message(
-                entry_id, fields, {k.decode(): v.decode() for k, v in fields.items()}, None, stream
-            )
+            payload = {k.decode(): v.decode() for k, v in fields.items()}
         except UnicodeDecodeError as exc:
-            return Message(entry_id, fields, None, f"field is not UTF-8 text: {exc}", stream)
+            return Message(entry_id, fields, None, f"field is not UTF-8 text: {exc}", stream, size)
+        return Message(entry_id, fields, payload, None, stream, size)
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return Message(entry_id, fields, None, f"data is not JSON: {exc}", stream)
+        return Message(entry_id, fields, None, f"data is not JSON: {exc}", stream, size)
     if not isinstance(payload, dict):
         kind = type(payload).__name__
-        return Message(entry_id, fields, None, f"data is JSON {kind}, expected an object", stream)
-    return Message(entry_id, fields, payload, None, stream)
+        return Message(
+            entry_id, fields, None, f"data is JSON {kind}, expected an object", stream, size
+        )
+    return Message(entry_id, fields, payload, None, stream, size)
 
 
 def decode_all(
     entries: Iterable[tuple[StreamId, Fields]], max_bytes: int, stream: str = ""
 ) -> list[Message]:
-    """Decode a batch of (live) entries of `stream`."""
-    return [decode(entry_id, fields, max_bytes, stream) for entry_id, fields in entries]
+    """Decode a batch of (live) entries of `stream`.
+
+    The usual entry (a `data` field alone, holding a JSON object within the size cap) is
+    decoded inline; anything else goes through `decode`. Inline, a batch of product entries
+    decodes in about two thirds of the time (bench/README.md).
+    """
+    messages: list[Message] = []
+    append = messages.append
+    loads = orjson.loads
+    limit = max_bytes - _DATA_SIZE
+    for entry_id, fields in entries:
+        raw = fields.get(_DATA)
+        if raw is not None and len(fields) == 1 and len(raw) <= limit:
+            try:
+                payload = loads(raw)
+            except orjson.JSONDecodeError:
+                payload = None
+            if type(payload) is dict:
+                append(Message(entry_id, fields, payload, None, stream, _DATA_SIZE + len(raw)))
+                continue
+        append(decode(entry_id, fields, max_bytes, stream))
+    return messages
 
 
 def split_deleted(entries: Iterable[Entry]) -> tuple[list[tuple[StreamId, Fields]], list[StreamId]]:

@@ -115,14 +115,6 @@ class Processor:
         budget = self.settings.batch_max_bytes // max(self.entry_bytes * streams, 1)
         return max(1, min(self.settings.batch_size, budget))
 
-    def observe(self, entries: list[Entry]) -> None:
-        """Remember the largest entry of a read, for the next `read_count`."""
-        if entries:
-            self.entry_bytes = max(
-                sum(len(k) + len(v) for k, v in fields.items()) if fields else 0
-                for _id, fields in entries
-            )
-
     @property
     def not_consuming(self) -> str:
         """Why some stream is not consumed (its group is missing), for `/readyz`; or ""."""
@@ -157,6 +149,8 @@ class Processor:
         metrics = self.metrics.of(stream)
         live, deleted = split_deleted(entries)
         messages = decode_all(live, self.settings.max_message_bytes, stream)
+        if messages:  # the largest entry of this read plans the next one (`read_count`)
+            self.entry_bytes = max(m.size for m in messages)
         dead = [DeadLetter(m.id, c.REASON_INVALID, m.error) for m in messages if m.error]
         if deleted:
             dead += [

@@ -24,7 +24,6 @@ from streamscale.consumer.processing import REDIS_ERRORS, GaveUp, Processor, ref
 from streamscale.core.backoff import Backoff
 from streamscale.core.errors import ConfigError
 from streamscale.core.streams import (
-    Entry,
     Recreated,
     as_str,
     is_nogroup,
@@ -110,7 +109,7 @@ class Reader:
         raw: Any = await self.p.redis.xreadgroup(
             s.group, self.consumer, {stream: cursor}, count=self.p.read_count(self.share)
         )
-        entries = self._parse(raw[0][1]) if raw else []
+        entries = parse_entries(raw[0][1]) if raw else []
         self.p.group_is_back(stream)
         if not entries:
             del self.cursors[stream]
@@ -127,12 +126,7 @@ class Reader:
         )  # fmt: skip
         for stream_name, entries in raw or ():
             if entries:
-                await self.p.process(self.consumer, as_str(stream_name), self._parse(entries))
-
-    def _parse(self, raw: Any) -> list[Entry]:
-        entries = parse_entries(raw)
-        self.p.observe(entries)
-        return entries
+                await self.p.process(self.consumer, as_str(stream_name), parse_entries(entries))
 
     async def _recreate_groups(self) -> None:
         """Some group (or a whole stream) is gone, e.g. Redis restarted empty: recreate it.
