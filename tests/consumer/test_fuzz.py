@@ -12,9 +12,10 @@ import datetime
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+import pydantic
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from sqlmodel import Field, SQLModel
 
 from examples.models import Product
-from streamscale.consumer.messages import Message, decode, entry_size
+from streamscale.consumer.messages import Message, decode, decode_all, entry_size
 from streamscale.consumer.metrics import E2E_BUCKETS, BatchHistogram
 from streamscale.consumer.sinks.models import StreamEvent
 from streamscale.consumer.sinks.rows import RowBuilder
@@ -120,6 +121,17 @@ def test_decode_never_raises_and_bounds_size(fields: dict[bytes, bytes], max_byt
         assert message.error
     if entry_size(fields) > max_bytes:
         assert message.error is not None and "above" in message.error
+
+
+@FUZZ
+@given(maps=st.lists(field_maps, max_size=6), max_bytes=st.integers(1, 400))
+def test_decoding_a_batch_inline_gives_what_decode_gives(
+    maps: list[dict[bytes, bytes]], max_bytes: int
+) -> None:
+    entries = [(f"{n}-0", fields) for n, fields in enumerate(maps, 1)]
+    assert decode_all(entries, max_bytes, "s") == [
+        decode(i, fields, max_bytes, "s") for i, fields in entries
+    ]
 
 
 PRODUCT_KEYS = ["sku", "name", "price", "url", "created_at"]
@@ -219,6 +231,63 @@ def test_row_builder_paths_agree(items: list[dict[str, Any]]) -> None:
     assert [row[:-1] for row in other_rows] == rows
     assert all(row[-1] == "none" for row in other_rows)
     assert (other_ids, other_rejected) == (ids, rejected)
+
+
+class Signed(SQLModel, table=True):
+    """Decimals with other digit limits, signed, whole numbers and limits the fast path skips."""
+
+    __tablename__ = "signed_amounts"
+    stream_id: str = Field(primary_key=True)
+    amount: Decimal = Field(max_digits=6, decimal_places=3)
+    whole: Decimal = Field(max_digits=5, decimal_places=0)
+    fraction: Decimal = Field(max_digits=3, decimal_places=3)
+    bounded: Decimal = Field(max_digits=8, decimal_places=2, gt=0, le=1000)
+
+
+SIGNED = RowBuilder(Signed, json_as_text=True)
+DECIMAL_FIELDS = {
+    builder: {
+        name: pydantic.TypeAdapter(Annotated[Decimal, builder_model.model_fields[name]])
+        for name in fields
+    }
+    for builder, builder_model, fields in (
+        (PRODUCTS, Product, ["price"]),
+        (SIGNED, Signed, ["amount", "whole", "fraction", "bounded"]),
+    )
+}
+decimal_like = st.one_of(
+    st.from_regex(r"[-+]?[0-9]{0,13}(\.[0-9]{0,5})?([eE][-+]?[0-9]{1,3})?", fullmatch=True),
+    st.from_regex(r"\s?-?0*[0-9]{1,4}(\.[0-9]{1,3})?\s?", fullmatch=True),
+    st.sampled_from(["٣", "1_000", "0.", ".5", "-0", "-0.00", "NaN", "inf", "12.50", "0012.5"]),
+    st.integers(-(10**13), 10**13),
+    st.floats(allow_nan=True, allow_infinity=True),
+    odd_text,
+)
+
+
+@settings(FUZZ, max_examples=400)
+@given(value=decimal_like)
+def test_the_decimal_fast_path_accepts_and_makes_what_the_model_does(value: object) -> None:
+    """Digit-limited decimals are validated in the batch through a text pattern; every value
+    must still be accepted or refused as the field itself does, and become the same Decimal
+    (the same digits and exponent: numeric(p, s) stores "1.50" and "1.5" alike, a handler or a
+    trigger may not)."""
+    for builder, fields in DECIMAL_FIELDS.items():
+        for name, exact in fields.items():
+            payload = {
+                **(product(1) if builder is PRODUCTS else {"amount": "1", "whole": "1",
+                                                           "fraction": "0.1", "bounded": "1"}),
+                name: value,
+            }  # fmt: skip
+            rows, _ids, rejected = builder.build(_messages([payload]))
+            try:
+                expected = exact.validate_python(value)
+            except pydantic.ValidationError:
+                assert not rows and rejected, (name, value, rows)
+                continue
+            assert rows, (name, value, rejected)
+            made = rows[0][builder.columns.index(name)]
+            assert type(made) is Decimal and made.as_tuple() == expected.as_tuple(), (name, value)
 
 
 # End to end ----------------------------------------------------------------------------------
