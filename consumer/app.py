@@ -30,7 +30,14 @@ from streamscale.core.errors import (
     redis_denial,
 )
 from streamscale.core.serving import HealthServer
-from streamscale.core.streams import Client, by_slot, connect, ensure_group, is_cluster
+from streamscale.core.streams import (
+    Client,
+    by_slot,
+    connect,
+    ensure_group,
+    is_cluster,
+    use_read_reply,
+)
 from streamscale.core.tasks import cancel_all, spawn, stop_on_signals
 
 logger = logging.getLogger("streamscale.consumer")
@@ -47,6 +54,7 @@ class ConsumerApp:
         if redis_urls.is_cluster(url):
             check_cluster_names(settings)
         self.redis: Client = connect(url)
+        use_read_reply(self.redis)  # the readers take XREADGROUP's entries parsed in one pass
         self.sink: Sink = build_sink(settings, self.redis)
         self.metrics = ConsumerMetrics(
             settings.namespace, settings.name, settings.streams, settings.group

@@ -24,11 +24,10 @@ from streamscale.consumer.processing import REDIS_ERRORS, GaveUp, Processor, ref
 from streamscale.core.backoff import Backoff
 from streamscale.core.errors import ConfigError
 from streamscale.core.streams import (
+    Entry,
     Recreated,
-    as_str,
     is_nogroup,
     is_unblocked_by_failover,
-    parse_entries,
     recreate_group_if_empty,
 )
 
@@ -106,10 +105,10 @@ class Reader:
         """Read and process the next batch of one stream's own pending entries."""
         stream, cursor = next(iter(self.cursors.items()))
         s = self.settings
-        raw: Any = await self.p.redis.xreadgroup(
+        read: Any = await self.p.redis.xreadgroup(
             s.group, self.consumer, {stream: cursor}, count=self.p.read_count(self.share)
         )
-        entries = parse_entries(raw[0][1]) if raw else []
+        entries: list[Entry] = read[0][1] if read else []
         self.p.group_is_back(stream)
         if not entries:
             del self.cursors[stream]
@@ -120,13 +119,13 @@ class Reader:
     async def _new_step(self, active: list[str]) -> None:
         """Read new entries of every active stream (blocking) and process each stream's batch."""
         s = self.settings
-        raw: Any = await self.p.redis.xreadgroup(
+        read: Any = await self.p.redis.xreadgroup(
             s.group, self.consumer, dict.fromkeys(active, ">"),
             count=self.p.read_count(len(active) * self.share), block=s.block_ms,
         )  # fmt: skip
-        for stream_name, entries in raw or ():
+        for stream, entries in read:  # `use_read_reply`'s (stream, entries) pairs
             if entries:
-                await self.p.process(self.consumer, as_str(stream_name), parse_entries(entries))
+                await self.p.process(self.consumer, stream, entries)
 
     async def _recreate_groups(self) -> None:
         """Some group (or a whole stream) is gone, e.g. Redis restarted empty: recreate it.

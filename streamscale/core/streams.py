@@ -193,6 +193,35 @@ async def recreate_group_if_empty(
     return Recreated.CREATED if created else Recreated.EXISTS
 
 
+def read_reply(response: Any, **_options: Any) -> list[tuple[str, list[Entry]]]:
+    """An XREADGROUP reply as (stream, entries) pairs, entries as `parse_entries` makes them.
+
+    Installed by `use_read_reply`: redis-py's own parsing builds a dict per entry, which
+    `parse_entries` then wraps again; one pass costs a third of both (bench/README.md).
+    """
+    if not response:
+        return []
+    streams = response.items() if isinstance(response, dict) else response  # RESP3: a map
+    read: list[tuple[str, list[Entry]]] = []
+    for stream, raw in streams:
+        entries: list[Entry] = []
+        append = entries.append
+        for entry_id, fields in raw:
+            if not fields:  # an entry deleted while pending: nil
+                append((entry_id.decode(), None))
+            elif len(fields) == 2:  # the usual entry: one field
+                append((entry_id.decode(), {fields[0]: fields[1]}))
+            else:
+                append((entry_id.decode(), dict(zip(fields[::2], fields[1::2], strict=True))))
+        read.append((as_str(stream), entries))
+    return read
+
+
+def use_read_reply(client: Client) -> None:
+    """Make `client.xreadgroup` return `read_reply`'s (stream, entries) pairs."""
+    client.set_response_callback("XREADGROUP", read_reply)
+
+
 def parse_entries(raw: Sequence[Any]) -> list[Entry]:
     """Entries from an XRANGE / XREADGROUP / XAUTOCLAIM reply; deleted ones keep None fields."""
     entries: list[Entry] = []

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 
-from streamscale.core.streams import Recreated, group_info, recreate_group_if_empty
+from streamscale.core.streams import (
+    Entry,
+    Recreated,
+    connect,
+    group_info,
+    parse_entries,
+    recreate_group_if_empty,
+    use_read_reply,
+)
+from tests.support.servers import RedisServer
 
 
 async def test_a_group_lost_with_its_stream_is_recreated(
@@ -53,3 +63,48 @@ async def test_a_group_someone_else_recreated_is_left_alone(
     assert await recreate_group_if_empty(redis, stream, "g") is Recreated.EXISTS
     info = await group_info(redis, stream, "g")
     assert info is not None and info.pending == 1, "the group's state is untouched"
+
+
+async def test_read_reply_gives_what_redis_py_and_parse_entries_give(
+    redis_server: RedisServer, names: Callable[[str], str]
+) -> None:
+    """One field, several fields, an entry deleted while pending (nil), two streams, and a
+    blocked read that times out; over RESP2 and RESP3."""
+    one, two = names("one"), names("two")
+    for protocol in (2, 3):
+        plain = connect(f"{redis_server.url}?protocol={protocol}")
+        ours = connect(f"{redis_server.url}?protocol={protocol}")
+        use_read_reply(ours)
+        try:
+            for stream in (one, two):
+                await plain.delete(stream)
+                await plain.xgroup_create(stream, "g", id="0", mkstream=True)
+            await plain.xadd(one, {"data": b'{"n": 1}'})
+            gone = await plain.xadd(one, {"a": "1", "b": b"\xff", "c": ""})
+            await plain.xadd(two, {"data": b"x"})
+            first = await ours.xreadgroup("g", "c", {one: ">", two: ">"}, count=10)
+            assert [(s, [e[0] for e in entries]) for s, entries in first] == [
+                (one, [e[0] for e in await _entries(plain, one)]),
+                (two, [e[0] for e in await _entries(plain, two)]),
+            ]
+            await plain.xdel(one, gone)
+            again = await ours.xreadgroup("g", "c", {one: "0"}, count=10)
+            expected = parse_entries(
+                _stream_entries(await plain.xreadgroup("g", "c", {one: "0"}, count=10))
+            )
+            assert again == [(one, expected)]
+            assert expected[1] == (gone.decode(), None)
+            assert expected[0][1] == {b"data": b'{"n": 1}'}
+            assert await ours.xreadgroup("g", "c", {one: ">"}, count=10, block=10) == []
+        finally:
+            await plain.aclose()
+            await ours.aclose()
+
+
+async def _entries(client: aioredis.Redis, stream: str) -> list[Entry]:
+    return parse_entries(await client.xrange(stream))
+
+
+def _stream_entries(reply: Any) -> Any:
+    """redis-py's XREADGROUP reply of one stream: pairs (RESP2), or a map to a list (RESP3)."""
+    return next(iter(reply.values()))[0] if isinstance(reply, dict) else reply[0][1]
