@@ -128,10 +128,11 @@ class BatchHistogram(Collector):
 class BatchHistogramChild:
     """One label set's bucket counts (not cumulative) and sum."""
 
-    __slots__ = ("_upper", "counts", "sum")
+    __slots__ = ("_upper", "_within_ms", "counts", "sum")
 
     def __init__(self, upper: tuple[float, ...]) -> None:
         self._upper = upper
+        self._within_ms = tuple(_within_ms(u) for u in upper)
         self.counts = [0] * len(upper)
         self.sum = 0.0
 
@@ -144,6 +145,37 @@ class BatchHistogramChild:
         for value in values:
             counts[find(upper, value)] += 1
         self.sum += math.fsum(values)
+
+    def observe_elapsed(self, now_ms: int, since_ms: list[int]) -> None:
+        """Observe the seconds from each of `since_ms` to `now_ms` (0 for one after it).
+
+        The same as `observe_many` of `max(0, now_ms - t) / 1000`, without a division and a
+        bucket search per message: sorted, the instants fall into the buckets by one bisection
+        per bucket, and the sum is integer arithmetic.
+        """
+        stamps = sorted(since_ms)  # usually in order already (entry IDs): one linear pass
+        seen, counts, find = 0, self.counts, bisect.bisect_left
+        for i, within_ms in enumerate(self._within_ms):
+            # At most `within_ms` ago: from the first instant at or after now - within_ms.
+            cumulative = (
+                len(stamps) if within_ms is None else len(stamps) - find(stamps, now_ms - within_ms)
+            )
+            counts[i] += cumulative - seen
+            seen = cumulative
+        past = bisect.bisect_right(stamps, now_ms)  # those after now count 0 s
+        self.sum += (past * now_ms - sum(stamps[:past])) / 1000
+
+
+def _within_ms(upper: float) -> int | None:
+    """The most whole milliseconds `d` with `d / 1000 <= upper` (None: no limit)."""
+    if upper * 1000 >= 2**53:  # beyond any two instants' distance (and float's whole numbers)
+        return None
+    limit = math.floor(upper * 1000)
+    while (limit + 1) / 1000 <= upper:
+        limit += 1
+    while limit / 1000 > upper:
+        limit -= 1
+    return limit
 
 
 _FAMILIES: dict[tuple[int, str], Any] = {}

@@ -179,10 +179,7 @@ class Processor:
             lease.cancel()
             await asyncio.wait([lease], timeout=1.0)
             metrics.inflight_messages.dec(len(entries))
-        now_ms = now_millis()
-        metrics.end_to_end_seconds.observe_many(
-            [max(0, now_ms - id_millis(m.id)) / 1000 for m in done]
-        )
+        metrics.end_to_end_seconds.observe_elapsed(now_millis(), [id_millis(m.id) for m in done])
         metrics.stored.inc(len(done))
         metrics.dead_lettered.inc(moved.dead_lettered)
         metrics.batch_seconds.observe(time.perf_counter() - started)

@@ -443,3 +443,26 @@ def test_the_batch_histogram_exposes_what_prometheus_clients_histogram_does() ->
         for family in registry.collect()
     }
     assert samples["batched"] == samples["plain"]
+
+
+@FUZZ
+@given(
+    now_ms=st.integers(0, 2**45),
+    offsets=st.lists(st.integers(-5_000, 400_000) | st.sampled_from([0, 1, 5, 10, 25, 100]),
+                     max_size=60),
+    buckets=st.sampled_from([E2E_BUCKETS, (0.0025, 0.1, 1.0, 7.3), (0.001,)]),
+)  # fmt: skip
+def test_elapsed_milliseconds_land_where_their_seconds_do(
+    now_ms: int, offsets: list[int], buckets: tuple[float, ...]
+) -> None:
+    """`observe_elapsed` (entry IDs' milliseconds, one bisection per bucket) counts each into
+    the bucket `observe_many` puts `max(0, now - t) / 1000` in, whatever their order; instants
+    after `now` (another host's clock) count as 0 s."""
+    since = [now_ms - d for d in offsets]
+    registry = CollectorRegistry()
+    fast = BatchHistogram("fast", "x", [], buckets=buckets, registry=registry).labels()
+    plain = BatchHistogram("plain", "x", [], buckets=buckets, registry=registry).labels()
+    fast.observe_elapsed(now_ms, since)
+    plain.observe_many([max(0, now_ms - t) / 1000 for t in since])
+    assert fast.counts == plain.counts
+    assert fast.sum == pytest.approx(plain.sum, rel=1e-12, abs=1e-9)
