@@ -53,7 +53,7 @@ class ConsumerSettings(StreamscaleSettings):
     )
     block_ms: int = Field(1000, ge=1, description="XREADGROUP BLOCK in milliseconds.")
     concurrency: int = Field(
-        2, ge=1, le=64, description="Reader coroutines; each is consumer `<name>-<n>` when > 1."
+        3, ge=1, le=64, description="Reader coroutines; each is consumer `<name>-<n>` when > 1."
     )
     claim_idle_ms: int = Field(
         30_000, ge=100, description="Claim other consumers' entries idle longer than this."
