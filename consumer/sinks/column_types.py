@@ -87,6 +87,31 @@ def silent_change(model: PgType, table: PgType) -> str | None:
     return None
 
 
+ENCODED_ALIKE = (
+    frozenset({"text", "varchar", "bpchar"}),
+    frozenset({"json", "jsonb"}),
+    INTEGERS,
+    frozenset({"float4", "float8"}),
+)
+"""Types whose columns asyncpg fills from the same Python values in the same way."""
+
+
+def copies_alike(model: PgType | None, table: PgType) -> bool:
+    """True when COPY stores the model's values in this column as INSERT does.
+
+    COPY sends each value in the column's own binary format, with no cast: into a column of
+    another type than the model's, a value is encoded for that type by asyncpg, not converted
+    by PostgreSQL. A naive time into `timestamptz`, for one, would be read in the consumer's
+    local time zone, not the session's UTC. Only the same type, or types in one family of
+    `ENCODED_ALIKE`, qualify (lengths and precisions are checked by the column either way).
+    """
+    if model is None:
+        return False
+    return model.name == table.name or any(
+        model.name in family and table.name in family for family in ENCODED_ALIKE
+    )
+
+
 def cannot_store(error: Exception) -> str:
     """The reason for a column PostgreSQL refused the model's values for (a prepared insert)."""
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -1,10 +1,13 @@
 """SQL sinks: PostgreSQL through asyncpg (the production path) and SQLite (the embedded default).
 
-Every write is `INSERT ... ON CONFLICT (<identity>) DO NOTHING`, so a redelivered message never
-makes a second row. When a batch fails because of one row (a constraint, a value out of range),
-the batch is bisected until the offending rows are isolated: they are rejected (dead-lettered),
-the rest commits. Failures that are not the rows' fault (connection lost, server restarting)
-raise TransientError and the whole batch is retried later.
+Every write is idempotent, so a redelivered message never makes a second row. On PostgreSQL a
+batch is first sent with binary COPY, the cheapest way in for both sides; a batch COPY cannot
+take (a row is stored already, i.e. a redelivery, or a row is invalid) goes through
+`INSERT ... ON CONFLICT (<identity>) DO NOTHING`, which SQLite always uses. When a batch fails
+because of one row (a constraint, a value out of range), the batch is bisected until the
+offending rows are isolated: they are rejected (dead-lettered), the rest commits. Failures that
+are not the rows' fault (connection lost, server restarting) raise TransientError and the whole
+batch is retried later.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -32,6 +35,7 @@ from streamscale.consumer.sinks.column_types import (
     Mismatch,
     PgType,
     cannot_store,
+    copies_alike,
     mismatched_types_error,
     silent_change,
 )
@@ -133,10 +137,39 @@ _PERMANENT_PG = (
 )
 
 
+_COPY_REFUSED = (
+    asyncpg.exceptions.InsufficientPrivilegeError,  # COPY reads the columns first (SELECT)
+    asyncpg.exceptions.FeatureNotSupportedError,  # row-level security
+    asyncpg.exceptions.WrongObjectTypeError,  # a view
+    asyncpg.exceptions.InternalClientError,  # a column type without a binary encoder
+    asyncpg.exceptions.UnsupportedClientFeatureError,
+)
+"""COPY failing where an INSERT may work (the first batch tells): the batch is inserted, and
+when that works, COPY is not tried again."""
+
+
+class Copied(NamedTuple):
+    done: bool
+    refused: str | None = None
+    """Why COPY failed where an INSERT may work (`_COPY_REFUSED`)."""
+
+
+COPY_PAUSE_BATCHES = 16
+"""Writes that use INSERT after a COPY failed on its rows. Redeliveries come in runs (a crashed
+consumer's entries), isolating an invalid row takes a write per bisection step, and a failed
+COPY costs its encoding (asyncpg also cancels it on a connection of its own when a value cannot
+be encoded)."""
+
+_UNENCODABLE = (TypeError, ValueError, ArithmeticError)
+"""What asyncpg's encoders raise for a value COPY cannot send, e.g. a time that leaves the
+calendar when moved to UTC (INSERT wraps the same errors in asyncpg's DataError)."""
+
+
 _SCHEMA_PG = (
     asyncpg.exceptions.UndefinedColumnError,  # 42703: a model column is gone
     asyncpg.exceptions.DatatypeMismatchError,  # 42804: a column's type cannot take the values
     asyncpg.exceptions.CannotCoerceError,  # 42846
+    asyncpg.exceptions.FeatureNotSupportedError,  # 0A000: e.g. an INSERT rule added since
 )
 """The table no longer fits the model (altered under a running consumer): no retry can help."""
 
@@ -171,7 +204,8 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 class PostgresSink(SqlSinkBase):
-    """PostgreSQL through an asyncpg pool; one `INSERT ... SELECT FROM unnest(...)` per batch."""
+    """PostgreSQL through an asyncpg pool: one binary COPY per batch, or when COPY cannot take
+    it, one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`."""
 
     def __init__(
         self,
@@ -220,6 +254,10 @@ class PostgresSink(SqlSinkBase):
         ]
         self._owners_ddl = str(CreateTable(owners, if_not_exists=True).compile(dialect=dialect))
         self._table_name = name
+        self._copy = True
+        """Send batches with COPY (until the table turns out not to take it)."""
+        self._copy_paused = 0
+        """Batches left to write with INSERT after one met a stored row."""
         self._column_types = {
             col: (quote(col), str(table.columns[col].type.compile(dialect=dialect)))
             for col in self.builder.columns
@@ -248,6 +286,7 @@ class PostgresSink(SqlSinkBase):
                 for statement in self._ddl:
                     await conn.execute(statement)
                 await self._check_columns(conn)
+                await self._check_rules(conn)
                 if shares_identity(self.builder.table):
                     await self._claim_table(conn)
         except ConfigError:
@@ -313,21 +352,29 @@ class PostgresSink(SqlSinkBase):
             row["attname"]: PgType(row["display"], row["typname"], row["typcategory"])
             for row in await conn.fetch(TABLE_TYPES_SQL, self._table_name)
         }
-        mismatches = []
+        mismatches, not_copied = [], []
         for col, (quoted, model_type) in self._column_types.items():
             table_type = found.get(col)
             if table_type is None:
                 continue
+            row = await conn.fetchrow(MODEL_TYPE_SQL, model_type)
+            model = PgType(row["display"], row["typname"], row["typcategory"]) if row else None
+            if not copies_alike(model, table_type):
+                not_copied.append(f"{quoted} ({table_type.display})")
             why = await self._cannot_store(conn, quoted, self._param_types[col])
-            if why is None:
-                model = await conn.fetchrow(MODEL_TYPE_SQL, model_type)
-                if model is not None:  # a type PostgreSQL does not know is not judged
-                    resolved = PgType(model["display"], model["typname"], model["typcategory"])
-                    why = silent_change(resolved, table_type)
+            if why is None and model is not None:  # a type PostgreSQL does not know: not judged
+                why = silent_change(model, table_type)
             if why is not None:
                 mismatches.append(Mismatch(quoted, table_type.display, model_type, why))
         if mismatches:
             raise mismatched_types_error(self._table_name, mismatches)
+        if not_copied:
+            self._copy = False
+            logger.info(
+                "writing into %s with INSERT only: column(s) %s are not of the model's types, "
+                "and only INSERT converts the values",
+                self._table_name, ", ".join(not_copied),
+            )  # fmt: skip
 
     async def _cannot_store(self, conn: asyncpg.Connection, column: str, param: str) -> str | None:
         """Ask PostgreSQL whether the batch INSERT can assign the model's values to `column`:
@@ -367,6 +414,14 @@ class PostgresSink(SqlSinkBase):
         assert self.pool is not None, "start() first"
         try:
             async with self.pool.acquire(timeout=self.timeout) as conn:
+                refused = None
+                if self._copy and not self._copy_paused:
+                    copied = await self._copied(conn, rows)
+                    if copied.done:
+                        return
+                    refused = copied.refused
+                elif self._copy_paused:
+                    self._copy_paused -= 1
                 if self._many:
                     await conn.executemany(self.sql, rows)
                 else:
@@ -388,6 +443,45 @@ class PostgresSink(SqlSinkBase):
             ) from exc
         except _TRANSIENT_PG as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        if refused is not None:
+            # COPY failed where the INSERT just worked: INSERT from now on.
+            self._copy = False
+            logger.warning(
+                "writing into %s with INSERT only from now on: COPY failed with %s",
+                self._table_name, refused,
+            )  # fmt: skip
+
+    async def _copied(self, conn: asyncpg.Connection, rows: Sequence[Row]) -> Copied:
+        """COPY the rows in; or say why the batch must be inserted instead."""
+        try:
+            await conn.copy_records_to_table(
+                self.builder.table.name, schema_name=self.builder.table.schema,
+                columns=self.builder.columns, records=rows,
+            )  # fmt: skip
+        except (*_PERMANENT_PG, *_UNENCODABLE):
+            # A row is stored already (a redelivery: ON CONFLICT DO NOTHING skips it), or some
+            # row cannot be stored (the INSERT names it, and the batch is bisected to isolate it).
+            self._copy_paused = COPY_PAUSE_BATCHES
+            return Copied(False)
+        except _COPY_REFUSED as exc:
+            return Copied(False, f"{type(exc).__name__}: {exc}")
+        return Copied(True)
+
+    async def _check_rules(self, conn: asyncpg.Connection) -> None:
+        """Refuse a table with INSERT rules: PostgreSQL refuses `INSERT ... ON CONFLICT` on it,
+        and COPY would skip the rules without a word."""
+        rules = await conn.fetch(
+            "SELECT rulename FROM pg_rewrite WHERE ev_class = $1::regclass AND ev_type = '3'",
+            self._table_name,
+        )
+        if rules:
+            names = ", ".join(r["rulename"] for r in rules)
+            raise ConfigError(
+                f"table {self._table_name} has INSERT rules ({names}): PostgreSQL refuses "
+                "INSERT ... ON CONFLICT on it, which makes redelivered messages harmless, and "
+                "COPY would skip the rules. Nothing is consumed; replace the rules with a "
+                "trigger (CREATE TRIGGER ... AFTER INSERT ON ... FOR EACH ROW) and start again."
+            )
 
     async def ping(self) -> str | None:
         if self.pool is None:

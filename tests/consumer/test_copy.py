@@ -1,0 +1,239 @@
+"""The PostgreSQL sink sends batches with COPY, and with INSERT ... ON CONFLICT DO NOTHING where
+COPY cannot take them, on a real PostgreSQL.
+
+A statement-level trigger notes how each batch went in ("COPY" or "INSERT"): COPY fires INSERT
+triggers too, and a failed statement leaves no note.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import CITEXT
+from sqlmodel import Field, SQLModel
+
+from examples.models import Product
+from streamscale.consumer.messages import Message
+from streamscale.consumer.sinks import sql
+from streamscale.consumer.sinks.sql import PostgresSink
+from streamscale.core.errors import ConfigError
+from tests.support.consumers import product
+from tests.support.servers import PostgresServer
+
+NOTE_STATEMENTS = """
+CREATE TABLE written_by (n serial, how text);
+GRANT ALL ON written_by, written_by_n_seq TO PUBLIC;
+CREATE FUNCTION note_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO written_by (how) VALUES (split_part(current_query(), ' ', 1));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER note_statement AFTER INSERT ON product
+    FOR EACH STATEMENT EXECUTE FUNCTION note_statement();
+"""
+
+
+def messages(first: int, last: int, **changes: object) -> list[Message]:
+    return [
+        Message(f"{n}-0", {}, {**product(n), **changes}, None, "orders")
+        for n in range(first, last + 1)
+    ]
+
+
+def written_by(pg: PostgresServer, url: str) -> list[str]:
+    return pg.psql("SELECT how FROM written_by ORDER BY n", _db(url)).split()
+
+
+def stored(pg: PostgresServer, url: str) -> list[str]:
+    return pg.psql("SELECT stream_id FROM product ORDER BY id", _db(url)).split()
+
+
+def _db(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+@pytest.fixture
+async def sink(database_url: str, postgres_server: PostgresServer) -> AsyncIterator[PostgresSink]:
+    value = PostgresSink(database_url, Product, ["orders"], 2)
+    await value.start()
+    postgres_server.psql(NOTE_STATEMENTS, _db(database_url))
+    yield value
+    await value.close()
+
+
+async def test_batches_go_in_with_copy_and_redeliveries_with_insert(
+    sink: PostgresSink, postgres_server: PostgresServer, database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(sql, "COPY_PAUSE_BATCHES", 1)
+    assert (await sink.write(messages(1, 10))).rejected == {}
+    # Entries 5..10 again (a redelivery): COPY fails on them, ON CONFLICT skips them.
+    assert (await sink.write(messages(5, 15))).rejected == {}
+    assert (await sink.write(messages(16, 20))).rejected == {}  # a batch after it: INSERT
+    assert (await sink.write(messages(21, 25))).rejected == {}  # and COPY again
+    assert stored(postgres_server, database_url) == [f"{n}-0" for n in range(1, 26)]
+    assert written_by(postgres_server, database_url) == ["COPY", "INSERT", "INSERT", "COPY"]
+
+
+async def test_a_row_the_table_refuses_is_isolated_through_insert(
+    sink: PostgresSink, postgres_server: PostgresServer, database_url: str
+) -> None:
+    postgres_server.psql(
+        "ALTER TABLE product ADD CONSTRAINT affordable CHECK (price < 500)", _db(database_url)
+    )
+    batch = messages(1, 6)
+    batch[2].payload = {**product(3), "price": "700.00"}  # type: ignore[dict-item]
+    result = await sink.write(batch)
+    assert list(result.rejected) == ["3-0"]
+    assert "affordable" in result.rejected["3-0"]
+    assert stored(postgres_server, database_url) == ["1-0", "2-0", "4-0", "5-0", "6-0"]
+
+
+async def test_a_value_asyncpg_cannot_encode_is_isolated_and_the_connection_goes_on(
+    sink: PostgresSink, postgres_server: PostgresServer, database_url: str
+) -> None:
+    """COPY raises the encoder's own error (and asyncpg cancels the COPY) where INSERT raises
+    asyncpg's DataError: the row is rejected all the same, the others stored."""
+    batch = messages(1, 6)
+    batch[4].payload = {**product(5), "created_at": "9999-12-31T23:59:59-23:59"}  # type: ignore[dict-item]
+    result = await sink.write(batch)
+    assert list(result.rejected) == ["5-0"]
+    assert stored(postgres_server, database_url) == ["1-0", "2-0", "3-0", "4-0", "6-0"]
+    assert (await sink.write(messages(7, 8))).rejected == {}
+    assert len(stored(postgres_server, database_url)) == 7
+
+
+async def test_a_table_with_an_insert_rule_is_refused_at_start(
+    database_url: str, postgres_server: PostgresServer
+) -> None:
+    """PostgreSQL refuses INSERT ... ON CONFLICT on it, and COPY would skip the rule without a
+    word: say so, instead of retrying for ever."""
+    first = PostgresSink(database_url, Product, ["orders"], 2)
+    await first.start()
+    await first.close()
+    postgres_server.psql(
+        "CREATE TABLE audit (sku text);"
+        "CREATE RULE audit AS ON INSERT TO product DO ALSO INSERT INTO audit VALUES (NEW.sku)",
+        _db(database_url),
+    )
+    ruled = PostgresSink(database_url, Product, ["orders"], 2)
+    with pytest.raises(ConfigError, match=r"INSERT rules \(audit\).*CREATE TRIGGER"):
+        await ruled.start()
+    await ruled.close()
+
+
+@pytest.fixture
+def owner_url(database_url: str, postgres_server: PostgresServer) -> str:
+    """The database for a role that is no superuser (superusers bypass row-level security)."""
+    db = _db(database_url)
+    postgres_server.psql(
+        "DO $$ BEGIN CREATE ROLE streamscale_writer LOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+        f"GRANT ALL ON DATABASE {db} TO streamscale_writer;",
+    )
+    postgres_server.psql("GRANT ALL ON SCHEMA public TO streamscale_writer", db)
+    parts = urlsplit(database_url)
+    return urlunsplit(parts._replace(netloc="streamscale_writer@" + parts.netloc.split("@")[1]))
+
+
+async def test_row_level_security_turns_copy_off_while_running(
+    owner_url: str, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = _db(owner_url)
+    secure = (
+        "ALTER TABLE product ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;"
+        "CREATE POLICY anyone ON product USING (true) WITH CHECK (true)"
+    )
+    running = PostgresSink(owner_url, Product, ["orders"], 2)
+    await running.start()
+    try:
+        postgres_server.psql(NOTE_STATEMENTS, db)
+        await running.write(messages(1, 3))
+        postgres_server.psql(secure, db)
+        with caplog.at_level(logging.INFO, logger=sql.__name__):
+            await running.write(messages(4, 6))  # COPY fails, INSERT works: INSERT from now on
+            await running.write(messages(7, 9))
+    finally:
+        await running.close()
+    assert written_by(postgres_server, owner_url) == ["COPY", "INSERT", "INSERT"]
+    assert "INSERT only from now on: COPY failed with FeatureNotSupportedError" in caplog.text
+    assert stored(postgres_server, owner_url) == [f"{n}-0" for n in range(1, 10)]
+
+
+class Tagged(SQLModel, table=True):
+    """A column type asyncpg has no binary encoder for (an extension's)."""
+
+    __tablename__ = "tagged"
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: str = Field(unique=True)
+    tag: str = Field(sa_type=CITEXT)
+
+
+async def test_a_column_type_copy_cannot_encode_goes_in_with_insert(
+    database_url: str, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    postgres_server.psql("CREATE EXTENSION citext", _db(database_url))
+    tagged = PostgresSink(database_url, Tagged, ["tags"], 2)
+    await tagged.start()
+    try:
+        with caplog.at_level(logging.INFO, logger=sql.__name__):
+            for first in (1, 4):
+                batch = [
+                    Message(f"{n}-0", {}, {"tag": f"Tag-{n}"}, None, "tags")
+                    for n in range(first, first + 3)
+                ]
+                assert (await tagged.write(batch)).rejected == {}
+    finally:
+        await tagged.close()
+    assert "INSERT only from now on: COPY failed with InternalClientError" in caplog.text
+    found = postgres_server.psql(
+        "SELECT count(*) FROM tagged WHERE tag = 'TAG-5'", _db(database_url)
+    )
+    assert found == "1", "stored as citext: compared without case"
+
+
+class NaiveStamp(SQLModel, table=True):
+    """A naive time column (UTC wall time by streamscale's convention)."""
+
+    __tablename__ = "stamps"
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: str = Field(unique=True)
+    at: datetime.datetime = Field(sa_type=sa.DateTime(timezone=False))
+
+
+async def test_a_column_of_another_type_than_the_model_s_goes_in_with_insert(
+    database_url: str, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """COPY sends values in the column's own format with no cast: a naive time into a
+    `timestamptz` column would be read in the process's local time zone. INSERT converts it
+    in the session's UTC, whatever the consumer's TZ."""
+    db = _db(database_url)
+    postgres_server.psql(
+        "CREATE TABLE stamps (id serial PRIMARY KEY, stream_id varchar UNIQUE NOT NULL, "
+        "at timestamptz NOT NULL)",
+        db,
+    )
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        stamps = PostgresSink(database_url, NaiveStamp, ["stamps"], 2)
+        with caplog.at_level(logging.INFO, logger=sql.__name__):
+            await stamps.start()
+        try:
+            batch = [Message("1-0", {}, {"at": "2025-04-22T10:00:00"}, None, "stamps")]
+            assert (await stamps.write(batch)).rejected == {}
+        finally:
+            await stamps.close()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    utc = "SELECT to_char(at AT TIME ZONE 'UTC', 'HH24:MI') FROM stamps"
+    assert postgres_server.psql(utc, db) == "10:00"
+    assert "INSERT only: column(s) at (timestamp with time zone)" in caplog.text
