@@ -257,7 +257,7 @@ class PostgresSink(SqlSinkBase):
         self._copy = True
         """Send batches with COPY (until the table turns out not to take it)."""
         self._copy_paused = 0
-        """Batches left to write with INSERT after one met a stored row."""
+        """Writes left to make with INSERT after a COPY failed on its rows."""
         self._column_types = {
             col: (quote(col), str(table.columns[col].type.compile(dialect=dialect)))
             for col in self.builder.columns
