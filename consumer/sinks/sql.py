@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -146,12 +146,6 @@ _COPY_REFUSED = (
 )
 """COPY failing where an INSERT may work (the first batch tells): the batch is inserted, and
 when that works, COPY is not tried again."""
-
-
-class Copied(NamedTuple):
-    done: bool
-    refused: str | None = None
-    """Why COPY failed where an INSERT may work (`_COPY_REFUSED`)."""
 
 
 COPY_PAUSE_BATCHES = 16
@@ -412,16 +406,25 @@ class PostgresSink(SqlSinkBase):
 
     async def _insert(self, rows: Sequence[Row]) -> None:
         assert self.pool is not None, "start() first"
+        refused: BaseException | None = None  # COPY failed where an INSERT may work
         try:
             async with self.pool.acquire(timeout=self.timeout) as conn:
-                refused = None
-                if self._copy and not self._copy_paused:
-                    copied = await self._copied(conn, rows)
-                    if copied.done:
-                        return
-                    refused = copied.refused
-                elif self._copy_paused:
+                if self._copy_paused:
                     self._copy_paused -= 1
+                elif self._copy:
+                    try:
+                        await conn.copy_records_to_table(
+                            self.builder.table.name, schema_name=self.builder.table.schema,
+                            columns=self.builder.columns, records=rows,
+                        )  # fmt: skip
+                        return
+                    except (*_PERMANENT_PG, *_UNENCODABLE):
+                        # A row is stored already (a redelivery: ON CONFLICT DO NOTHING skips
+                        # it), or some row cannot be stored (the INSERT names it, and the
+                        # batch is bisected to isolate it).
+                        self._copy_paused = COPY_PAUSE_BATCHES
+                    except _COPY_REFUSED as exc:
+                        refused = exc
                 if self._many:
                     await conn.executemany(self.sql, rows)
                 else:
@@ -447,25 +450,9 @@ class PostgresSink(SqlSinkBase):
             # COPY failed where the INSERT just worked: INSERT from now on.
             self._copy = False
             logger.warning(
-                "writing into %s with INSERT only from now on: COPY failed with %s",
-                self._table_name, refused,
+                "writing into %s with INSERT only from now on: COPY failed with %s: %s",
+                self._table_name, type(refused).__name__, refused,
             )  # fmt: skip
-
-    async def _copied(self, conn: asyncpg.Connection, rows: Sequence[Row]) -> Copied:
-        """COPY the rows in; or say why the batch must be inserted instead."""
-        try:
-            await conn.copy_records_to_table(
-                self.builder.table.name, schema_name=self.builder.table.schema,
-                columns=self.builder.columns, records=rows,
-            )  # fmt: skip
-        except (*_PERMANENT_PG, *_UNENCODABLE):
-            # A row is stored already (a redelivery: ON CONFLICT DO NOTHING skips it), or some
-            # row cannot be stored (the INSERT names it, and the batch is bisected to isolate it).
-            self._copy_paused = COPY_PAUSE_BATCHES
-            return Copied(False)
-        except _COPY_REFUSED as exc:
-            return Copied(False, f"{type(exc).__name__}: {exc}")
-        return Copied(True)
 
     async def _check_rules(self, conn: asyncpg.Connection) -> None:
         """Refuse a table with INSERT rules: PostgreSQL refuses `INSERT ... ON CONFLICT` on it,
