@@ -347,14 +347,12 @@ def drained(client: redis.Redis | redis.RedisCluster, stream: str, pg: PostgresS
     return done >= client.xlen(stream)
 
 
-@pytest.mark.timeout(180)
-def test_cluster_failover_of_the_streams_master_while_messages_flow(
-    cluster: LocalCluster, client: redis.RedisCluster, tagged: Callable[[str], str],
-    database_url: str, postgres_server: PostgresServer,
-) -> None:  # fmt: skip
-    """CLUSTER FAILOVER on the replica of the stream's master, mid-run: nothing is lost or
-    doubled; what the switch costs is redeliveries, which the idempotent write absorbs."""
-    stream = tagged("orders")
+def consume_through(
+    cluster: LocalCluster, client: redis.RedisCluster, stream: str, postgres_server: PostgresServer,
+    database_url: str, disrupt: Callable[[], None], what: str,
+) -> tuple[FlowingProducer, int, int, float]:  # fmt: skip
+    """One consumer stores 2,000 entries flowing at 800/s while `disrupt` runs halfway; it must
+    ride through, still ready once the group drained. (producer, entries, rows, stored)."""
     client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     consumer = ConsumerProcess(
         redis_url=cluster.url, database_url=database_url, stream=stream, **FAILOVER_CONSUMER
@@ -363,11 +361,12 @@ def test_cluster_failover_of_the_streams_master_while_messages_flow(
     try:
         producer.start()
         wait_until(lambda: len(producer.confirmed) >= 1000, 30, what="1000 entries produced")
-        old, new = cluster.failover(stream)
-        assert cluster.master_of(stream) == new != old
+        disrupt()
         assert producer.done.wait(60) and producer.error is None, producer.error
         wait_until(lambda: drained(client, stream, postgres_server, database_url), 60, 0.3,
-                   "the group to drain after the failover")  # fmt: skip
+                   f"the group to drain after the {what}")  # fmt: skip
+        assert consumer.proc is not None and consumer.proc.poll() is None, consumer.output()
+        assert consumer.get("/readyz")[0] == 200
         stored = stored_total(consumer)
         assert consumer.terminate() == 0
     finally:
@@ -375,14 +374,36 @@ def test_cluster_failover_of_the_streams_master_while_messages_flow(
     entries, rows, _ = assert_each_entry_once(
         client, stream, producer, postgres_server, database_url
     )
-    redeliveries = int(stored) - rows
-    print(
-        f"\ncluster failover {old} -> {new}: {entries} entries ({producer.failed_writes} writes"
-        f" retried by the producer), {rows} rows, {redeliveries} redeliveries absorbed"
-    )
-    assert redeliveries >= 0
     out = consumer.output()
     assert "Traceback" not in out and "is missing" not in out, out[-5000:]
+    return producer, entries, rows, stored
+
+
+@pytest.mark.timeout(180)
+def test_cluster_failover_of_the_streams_master_while_messages_flow(
+    cluster: LocalCluster, client: redis.RedisCluster, tagged: Callable[[str], str],
+    database_url: str, postgres_server: PostgresServer,
+) -> None:  # fmt: skip
+    """CLUSTER FAILOVER on the replica of the stream's master, mid-run: nothing is lost or
+    doubled; what the switch costs is redeliveries, which the idempotent write absorbs."""
+    stream = tagged("orders")
+    moved: list[int] = []
+
+    def failover() -> None:
+        old, new = cluster.failover(stream)
+        assert cluster.master_of(stream) == new != old
+        moved.extend((old, new))
+
+    producer, entries, rows, stored = consume_through(
+        cluster, client, stream, postgres_server, database_url, failover, "failover"
+    )
+    redeliveries = int(stored) - rows
+    print(
+        f"\ncluster failover {moved[0]} -> {moved[1]}: {entries} entries"
+        f" ({producer.failed_writes} writes retried by the producer), {rows} rows,"
+        f" {redeliveries} redeliveries absorbed"
+    )
+    assert redeliveries >= 0
 
 
 @pytest.mark.slow  # 15 s; `make failover` runs it with the other failover tests
@@ -394,30 +415,17 @@ def test_slot_migration_of_the_stream_while_consuming_crashes_nothing(
     """The stream's slot moves to another master mid-run (MIGRATING/IMPORTING, MIGRATE, then
     SETSLOT NODE): clients meet ASK, TRYAGAIN and MOVED; the consumer keeps going."""
     stream = tagged("orders")
-    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    consumer = ConsumerProcess(
-        redis_url=cluster.url, database_url=database_url, stream=stream, **FAILOVER_CONSUMER
-    ).start()
-    producer = FlowingProducer(cluster.client, stream, total=2000, rate=800)
-    try:
-        producer.start()
-        wait_until(lambda: len(producer.confirmed) >= 1000, 30, what="1000 entries produced")
+    moved: list[int] = []
+
+    def migrate() -> None:
         source, target = cluster.reshard_slot_of(stream)
         assert cluster.master_of(stream) == target != source
-        assert producer.done.wait(60) and producer.error is None, producer.error
-        wait_until(lambda: drained(client, stream, postgres_server, database_url), 60, 0.3,
-                   "the group to drain after the migration")  # fmt: skip
-        assert consumer.proc is not None and consumer.proc.poll() is None, consumer.output()
-        assert consumer.get("/readyz")[0] == 200
-        assert consumer.terminate() == 0
-    finally:
-        consumer.kill()
-    entries, rows, _ = assert_each_entry_once(
-        client, stream, producer, postgres_server, database_url
+        moved.extend((source, target))
+
+    _, entries, rows, _ = consume_through(
+        cluster, client, stream, postgres_server, database_url, migrate, "migration"
     )
-    print(f"\nslot moved {source} -> {target}: {entries} entries, {rows} rows")
-    out = consumer.output()
-    assert "Traceback" not in out and "is missing" not in out, out[-5000:]
+    print(f"\nslot moved {moved[0]} -> {moved[1]}: {entries} entries, {rows} rows")
 
 
 @pytest.mark.timeout(60)
