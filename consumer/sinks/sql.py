@@ -141,11 +141,14 @@ _COPY_REFUSED = (
     asyncpg.exceptions.InsufficientPrivilegeError,  # COPY reads the columns first (SELECT)
     asyncpg.exceptions.FeatureNotSupportedError,  # row-level security
     asyncpg.exceptions.WrongObjectTypeError,  # a view
-    asyncpg.exceptions.InternalClientError,  # a column type without a binary encoder
     asyncpg.exceptions.UnsupportedClientFeatureError,
 )
 """COPY failing where an INSERT may work (the first batch tells): the batch is inserted, and
-when that works, COPY is not tried again."""
+when that works, COPY is not tried again. So does asyncpg's InternalClientError for a column
+type without a binary encoder (`_NO_BINARY_ENCODER`); any other InternalClientError means the
+connection is broken."""
+
+_NO_BINARY_ENCODER = "no binary format encoder"
 
 
 COPY_PAUSE_BATCHES = 16
@@ -195,6 +198,38 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     """Consume an abandoned check's outcome: its error is reported elsewhere, or moot."""
     if not task.cancelled():
         task.exception()
+
+
+class _QuietAbandonedWaiters:
+    """The event loop's exception handler, quieting one record of asyncpg's.
+
+    asyncpg's COPY (0.32) creates its waiter before it checks the connection's state and leaves
+    it behind when the check fails (`_insert`). When the connection drops, the waiter gets a
+    ConnectionDoesNotExistError nobody awaits, and asyncio logs "Future exception was never
+    retrieved", an ERROR with a traceback, for a failure already reported and retried. That
+    record goes to debug; every other one to the handler that was installed before.
+    """
+
+    def __init__(self, previous: Callable[[Any, dict[str, Any]], object] | None) -> None:
+        self.previous = previous
+
+    @classmethod
+    def install(cls, loop: asyncio.AbstractEventLoop) -> None:
+        previous = loop.get_exception_handler()
+        if not isinstance(previous, cls):
+            loop.set_exception_handler(cls(previous))
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if (
+            context.get("message") == "Future exception was never retrieved"
+            and isinstance(context.get("exception"), asyncpg.exceptions.ConnectionDoesNotExistError)
+            and not isinstance(context.get("future"), asyncio.Task)
+        ):
+            logger.debug("asyncpg left a waiter behind: %s", context["exception"])
+        elif self.previous is not None:
+            self.previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
 
 class PostgresSink(SqlSinkBase):
@@ -258,6 +293,7 @@ class PostgresSink(SqlSinkBase):
         }
 
     async def start(self) -> None:
+        _QuietAbandonedWaiters.install(asyncio.get_running_loop())
         try:
             self.pool = await asyncpg.create_pool(
                 self.dsn,
@@ -424,6 +460,13 @@ class PostgresSink(SqlSinkBase):
                         # batch is bisected to isolate it).
                         self._copy_paused = COPY_PAUSE_BATCHES
                     except _COPY_REFUSED as exc:
+                        refused = exc
+                    except asyncpg.exceptions.InternalClientError as exc:
+                        if not str(exc).startswith(_NO_BINARY_ENCODER):
+                            # The server's FATAL error came in while the connection sat in
+                            # the pool, its closing not yet: the protocol refuses to start.
+                            conn.terminate()
+                            raise
                         refused = exc
                 if self._many:
                     await conn.executemany(self.sql, rows)

@@ -7,7 +7,9 @@ triggers too, and a failed statement leaves no note.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,8 +24,9 @@ from examples.models import Product
 from streamscale.consumer.messages import Message
 from streamscale.consumer.sinks import sql
 from streamscale.consumer.sinks.sql import PostgresSink
-from streamscale.core.errors import ConfigError
+from streamscale.core.errors import ConfigError, TransientError
 from tests.support.consumers import product
+from tests.support.proxy import HoldingProxy
 from tests.support.servers import PostgresServer
 
 NOTE_STATEMENTS = """
@@ -107,6 +110,50 @@ async def test_a_value_asyncpg_cannot_encode_is_isolated_and_the_connection_goes
     assert stored(postgres_server, database_url) == ["1-0", "2-0", "3-0", "4-0", "6-0"]
     assert (await sink.write(messages(7, 8))).rejected == {}
     assert len(stored(postgres_server, database_url)) == 7
+
+
+async def test_a_connection_the_server_ended_while_idle_fails_the_batch_quietly(
+    database_url: str, postgres_server: PostgresServer
+) -> None:
+    """The server's FATAL error reaches a pooled connection before its closing does (PostgreSQL
+    restarting, pg_terminate_backend): COPY finds the connection unusable. The batch fails as a
+    transient failure, the next one goes in on a new connection, and the event loop reports no
+    error (asyncpg leaves a waiter behind there, whose exception asyncio would log)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    proxy = HoldingProxy(postgres_server.port)
+    parts = urlsplit(database_url)
+    port = await proxy.start()
+    sink = PostgresSink(
+        urlunsplit(parts._replace(netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{port}")),
+        Product, ["orders"], 1,
+    )  # fmt: skip
+    try:
+        await sink.start()
+        assert (await sink.write(messages(1, 5))).rejected == {}
+        assert sink.pool is not None
+        async with sink.pool.acquire() as conn:
+            pid = conn.get_server_pid()
+        postgres_server.psql(f"SELECT pg_terminate_backend({pid})")
+        for _ in range(100):
+            if proxy.closed_by_server:
+                break
+            await asyncio.sleep(0.02)
+        assert proxy.closed_by_server == 1
+        await asyncio.sleep(0.1)  # the client reads the server's last words
+        with pytest.raises(TransientError):
+            await sink.write(messages(6, 10))
+        proxy.release()
+        await asyncio.sleep(0.1)
+        gc.collect()
+        assert (await sink.write(messages(6, 10))).rejected == {}
+        assert stored(postgres_server, database_url) == [f"{n}-0" for n in range(1, 11)]
+        assert [context["message"] for context in reported] == []
+    finally:
+        await sink.close()
+        await proxy.close()
+        loop.set_exception_handler(None)
 
 
 async def test_a_table_with_an_insert_rule_is_refused_at_start(
