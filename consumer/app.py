@@ -28,6 +28,7 @@ from streamscale.core.errors import (
     ConfigError,
     TransientError,
     redis_denial,
+    redis_wrong_kind,
 )
 from streamscale.core.serving import HealthServer
 from streamscale.core.streams import (
@@ -145,8 +146,12 @@ class ConsumerApp:
                 denied = redis_denial(exc)
                 if denied is not None:
                     raise ConfigError(credentials_refused(denied)) from exc
+                if (wrong := redis_wrong_kind(exc)) is not None:
+                    raise ConfigError(wrong_kind(wrong)) from exc
                 redis_health.failed(exc, "starting")
             except redis_errors.ResponseError as exc:
+                if (wrong := redis_wrong_kind(exc)) is not None:
+                    raise ConfigError(wrong_kind(wrong)) from exc
                 raise ConfigError(redis_refusal(s, stream, exc)) from exc
             await backoff.sleep(self.shutdown.stopping)
         return False
@@ -188,6 +193,10 @@ def credentials_refused(exc: BaseException) -> str:
         f"Redis refused the credentials in STREAMSCALE_REDIS_URL: {exc} Nothing is "
         "consumed; fix the user name and password (or the user's ACL) and start again."
     )
+
+
+def wrong_kind(reason: str) -> str:
+    return f"STREAMSCALE_REDIS_URL does not fit the server: {reason}. Nothing is consumed."
 
 
 def check_cluster_names(settings: ConsumerSettings) -> None:

@@ -29,9 +29,11 @@ from streamscale.core.deadletter import DeadLetter, MoveResult, Scripts
 from streamscale.core.errors import (
     REDIS_DENIED,
     REDIS_RETRYABLE,
+    REDIS_WRONG_KIND,
     ConfigError,
     TransientError,
     redis_denial,
+    redis_wrong_kind,
 )
 from streamscale.core.streams import (
     Client,
@@ -47,18 +49,29 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_DENIED, *REDIS_RETRYABLE)
-"""What a loop catches from Redis, before ResponseError (READONLY, TRYAGAIN and NOPERM are
-ResponseErrors too): `refusal` then tells a refusal (stop) from an outage (retry)."""
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    *REDIS_DENIED,
+    *REDIS_WRONG_KIND,
+    *REDIS_RETRYABLE,
+)
+"""What a loop catches from Redis, before ResponseError (READONLY, TRYAGAIN, NOPERM and MOVED
+are ResponseErrors too): `refusal` then tells a refusal (stop) from an outage (retry)."""
 
 
 def refusal(error: BaseException) -> ConfigError | None:
     """The config error for Redis refusing our credentials or an ACL behind `error` (itself, or
-    wrapped by a Cluster client), None for any other error.
+    wrapped by a Cluster client), or for a URL of another kind than the server (a Cluster node
+    redirecting a plain client), None for any other error.
 
-    After a good start (password rotated, ACL changed) retrying the same credentials cannot
-    help, so the process exits 2, like at start-up, and its restart reads the new ones.
+    After a good start (password rotated, ACL changed, a slot moved to another node) retrying
+    cannot help, so the process exits 2, like at start-up, and its restart reads the new
+    settings.
     """
+    if (wrong := redis_wrong_kind(error)) is not None:
+        return ConfigError(
+            f"STREAMSCALE_REDIS_URL does not fit the server: {wrong}. Consuming stopped; what "
+            "was read and not acked stays pending for the other consumers."
+        )
     denied = redis_denial(error)
     if denied is None:
         return None
@@ -257,7 +270,8 @@ class Processor:
 
     def redis_failed(self, exc: BaseException, what: str) -> bool:
         """A Redis error in a loop: False to back off and retry (Redis is away), True when it
-        refused our credentials or an ACL, which stops the process for good (exit 2)."""
+        refused our credentials or an ACL, or is not the kind of Redis the URL names, which
+        stops the process for good (exit 2)."""
         refused = refusal(exc)
         if refused is not None:
             self.shutdown.fail(refused)

@@ -20,7 +20,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from streamscale.consumer.processing import REDIS_ERRORS, GaveUp, Processor, refusal
+from streamscale.consumer.processing import REDIS_ERRORS, GaveUp, Processor
 from streamscale.core.backoff import Backoff
 from streamscale.core.errors import ConfigError
 from streamscale.core.streams import (
@@ -143,9 +143,9 @@ class Reader:
         try:
             outcome = await recreate_group_if_empty(self.p.redis, stream, s.group, s.group_start_id)
         except REDIS_ERRORS as exc:
-            if refusal(exc) is not None:
-                raise  # `run` stops the process
-            self.p.redis_health.failed(exc, "recreating the group")
+            # A refusal stops the process (raising would escape `run`'s handlers: this runs
+            # in one of them); Redis being away is retried at the next read.
+            self.p.redis_failed(exc, "recreating the group")
             return
         if outcome is Recreated.REFUSED:
             self.p.group_destroyed(stream)

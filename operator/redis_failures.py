@@ -11,7 +11,7 @@ import dataclasses
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from streamscale.core.errors import is_redis_retryable, redis_denial
+from streamscale.core.errors import is_redis_retryable, redis_denial, redis_wrong_kind
 from streamscale.operator.observing import GroupMissing
 
 UNREACHABLE = "RedisUnavailable"
@@ -37,7 +37,9 @@ def classify(exc: BaseException) -> RedisFailure:
             UNREACHABLE,
             f"Redis unreachable ({detail}); replicas left unchanged, retrying with backoff",
         )
-    if redis_denial(exc) is not None:
+    if (wrong := redis_wrong_kind(exc)) is not None:
+        advice = f"{wrong} (in the StreamConsumer's spec.redis or the chart's redis.url)"
+    elif redis_denial(exc) is not None:
         advice = (
             "check the operator's Redis user and password and its ACL (docs/security.md lists"
             " the commands the operator needs)"

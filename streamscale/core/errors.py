@@ -8,10 +8,12 @@ signal ended the run, `TransientError` that waiting helps.
 from __future__ import annotations
 
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
     ClusterDownError,
+    MovedError,
     NoPermissionError,
     ReadOnlyError,
     RedisClusterException,
@@ -94,6 +96,36 @@ def redis_denial(exc: BaseException) -> BaseException | None:
     return None
 
 
+REDIS_WRONG_KIND: tuple[type[BaseException], ...] = (MovedError, AskError)
+"""A Redis Cluster node's redirection, which reaches a client only when its URL is not a
+Cluster URL (`redis_wrong_kind` also tells the opposite case)."""
+
+
+def redis_wrong_kind(exc: BaseException) -> str | None:
+    """Why the kind of Redis the URL names is not the server's, or None.
+
+    A `redis+cluster://` URL at a server without cluster mode fails to read the slot map, which
+    redis-py reports like an unreachable cluster; a plain URL at a Cluster node works for the
+    keys that node serves and is redirected (MOVED, ASK) for the others. Neither heals by
+    retrying: the URL must change.
+    """
+    if isinstance(exc, RedisClusterException) and "Cluster mode is not enabled" in str(exc):
+        return (
+            "the server is not a Redis Cluster (cluster mode is not enabled on it); use a "
+            "redis:// or rediss:// URL for it (redis+sentinel:// behind Sentinel)"
+        )
+    if isinstance(exc, REDIS_WRONG_KIND):
+        return (
+            f"the server is a Redis Cluster node and redirects the command ({exc}); use a "
+            "redis+cluster:// or rediss+cluster:// URL"
+        )
+    return None
+
+
 def is_redis_retryable(exc: BaseException) -> bool:
     """True when Redis did not answer (retry), False when it answered no (report and stop)."""
-    return isinstance(exc, REDIS_RETRYABLE) and redis_denial(exc) is None
+    return (
+        isinstance(exc, REDIS_RETRYABLE)
+        and redis_denial(exc) is None
+        and redis_wrong_kind(exc) is None
+    )

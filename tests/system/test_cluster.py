@@ -26,6 +26,7 @@ from streamscale.core.shards import shard_streams
 from streamscale.core.streams import connect
 from streamscale.operator.observing import observe
 from streamscale.operator.reclaiming import Rules, reclaim
+from streamscale.operator.redis_failures import classify
 from tests.support import kube as h
 from tests.support.chaos import check_invariant, dead_letters
 from tests.support.clusters import (
@@ -36,7 +37,7 @@ from tests.support.clusters import (
 )
 from tests.support.commands import packs_with_hiredis, round_trip
 from tests.support.consumers import ConsumerProcess, produce, product, wait_until
-from tests.support.servers import PostgresServer
+from tests.support.servers import PostgresServer, RedisServer
 
 GROUP = "writers"
 MODEL = "tests.support.models:Product"
@@ -456,3 +457,61 @@ def test_refused_credentials_on_cluster_exit_2_and_never_show_the_password(
     assert wrong not in status.stderr + status.stdout
     good = cli("status", "--once", "--interval", "0", redis_url=url.replace(wrong, secret))
     assert good.returncode == 0, good.stderr
+
+
+@pytest.mark.timeout(90)
+async def test_a_url_of_the_wrong_kind_exits_2_naming_the_kind_to_use(
+    cluster: LocalCluster, client: redis.RedisCluster, redis_server: RedisServer,
+    database_url: str, postgres_server: PostgresServer, tagged: Callable[[str], str],
+) -> None:  # fmt: skip
+    """A plain URL at a Cluster node (redirected, MOVED) and a Cluster URL at a plain server
+    (no slot map) are settings to change, not a Redis to wait for: the consumer and the CLI
+    exit 2 naming the URL to use, and the operator reports Redis refusing, not unreachable."""
+    stream = next(
+        name for name in (tagged(f"orders{n}") for n in range(100))
+        if client.get_node_from_key(name).port != cluster.ports[0]
+    )  # fmt: skip
+    plain_at_node = f"redis://127.0.0.1:{cluster.ports[0]}/0"
+    cluster_at_plain = redis_server.url.replace("redis://", "redis+cluster://").rsplit("/", 1)[0]
+    cases = [(plain_at_node, "redis+cluster://"), (cluster_at_plain, "not a Redis Cluster")]
+    for url, advice in cases:
+        consumer = ConsumerProcess(
+            redis_url=url, database_url=database_url, stream=stream, group=GROUP, model=MODEL
+        ).start(wait_ready=False)
+        try:
+            assert consumer.wait(30) == 2, consumer.output()
+        finally:
+            consumer.kill()
+        assert "STREAMSCALE_REDIS_URL does not fit the server" in consumer.output()
+        assert advice in consumer.output(), consumer.output()
+        status = cli("status", "--once", "--interval", "0", "--stream", stream, redis_url=url)
+        assert status.returncode == 2 and advice in status.stderr, status.stderr
+        failure = classify(await first_error(url, stream))  # as the operator's poll
+        assert failure.reason == "RedisRefused" and advice in failure.message, failure
+    # A plain URL at the node that serves the stream works, until the slot moves elsewhere.
+    owner = f"redis://127.0.0.1:{cluster.master_of(stream)}/0"
+    consumer = ConsumerProcess(
+        redis_url=owner, database_url=database_url, stream=stream, group=GROUP, model=MODEL,
+        block_ms=200,
+    ).start()  # fmt: skip
+    try:
+        produce(client, stream, [product(n) for n in range(10)])
+        wait_until(lambda: len(table_ids(postgres_server, database_url)) == 10, 30, what="rows")
+        cluster.reshard_slot_of(stream)
+        assert consumer.wait(30) == 2, consumer.output()
+    finally:
+        consumer.kill()
+    assert "does not fit the server" in consumer.output(), consumer.output()
+    assert "redis+cluster://" in consumer.output() and "Traceback" not in consumer.output()
+
+
+async def first_error(url: str, stream: str) -> BaseException:
+    """What `XINFO GROUPS stream` raises through a client for `url`."""
+    client = connect(url)
+    try:
+        await client.xinfo_groups(stream)
+    except Exception as exc:
+        return exc
+    finally:
+        await client.aclose()
+    raise AssertionError(f"XINFO GROUPS through {url} did not fail")

@@ -16,7 +16,14 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from rich.console import Console
 
 from streamscale.cli.common import safe_url
-from streamscale.core.errors import REDIS_RETRYABLE, ConfigError, StreamscaleError, redis_denial
+from streamscale.core.errors import (
+    REDIS_RETRYABLE,
+    REDIS_WRONG_KIND,
+    ConfigError,
+    StreamscaleError,
+    redis_denial,
+    redis_wrong_kind,
+)
 from streamscale.core.settings import DEFAULT_REDIS_URL, ClientSettings
 from streamscale.core.streams import Client, connect
 
@@ -59,7 +66,11 @@ def run_async(url: str | None, work: Callable[[Client], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except AuthenticationError as exc:
         fail(f"Redis at {safe_url(url)} refused the credentials: {exc}. Check the URL's password")
-    except REDIS_RETRYABLE as exc:
+    except (*REDIS_WRONG_KIND, *REDIS_RETRYABLE) as exc:  # before ResponseError: MOVED is one
+        if (wrong := redis_wrong_kind(exc)) is not None:
+            raise ConfigError(
+                f"the Redis URL {safe_url(url)} does not fit the server: {wrong}"
+            ) from None
         denied = redis_denial(exc)  # a Redis Cluster client wraps the refusal
         if denied is not None:
             fail(
