@@ -7,6 +7,8 @@ signal ended the run, `TransientError` that waiting helps.
 
 from __future__ import annotations
 
+import re
+
 from redis.exceptions import (
     AskError,
     AuthenticationError,
@@ -17,6 +19,7 @@ from redis.exceptions import (
     NoPermissionError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -98,7 +101,9 @@ def redis_denial(exc: BaseException) -> BaseException | None:
 
 REDIS_WRONG_KIND: tuple[type[BaseException], ...] = (MovedError, AskError)
 """A Redis Cluster node's redirection, which reaches a client only when its URL is not a
-Cluster URL (`redis_wrong_kind` also tells the opposite case)."""
+Cluster URL (`redis_wrong_kind` also tells the other cases)."""
+
+_UNKNOWN_COMMAND = re.compile(r"unknown command '([^']+)'", re.IGNORECASE)
 
 
 def redis_wrong_kind(exc: BaseException) -> str | None:
@@ -106,7 +111,9 @@ def redis_wrong_kind(exc: BaseException) -> str | None:
 
     A `redis+cluster://` URL at a server without cluster mode fails to read the slot map, which
     redis-py reports like an unreachable cluster; a plain URL at a Cluster node works for the
-    keys that node serves and is redirected (MOVED, ASK) for the others. Neither heals by
+    keys that node serves and is redirected (MOVED, ASK) for the others. A
+    `redis+sentinel://` URL at a server asks it for SENTINEL, which it does not know; a plain URL
+    at a sentinel asks it for stream commands, which a sentinel does not know. None heals by
     retrying: the URL must change.
     """
     if isinstance(exc, RedisClusterException) and "Cluster mode is not enabled" in str(exc):
@@ -119,7 +126,19 @@ def redis_wrong_kind(exc: BaseException) -> str | None:
             f"the server is a Redis Cluster node and redirects the command ({exc}); use a "
             "redis+cluster:// or rediss+cluster:// URL"
         )
-    return None
+    unknown = _UNKNOWN_COMMAND.search(str(exc)) if isinstance(exc, ResponseError) else None
+    if unknown is None:
+        return None
+    if unknown[1].upper() == "SENTINEL":
+        return (
+            "the server is not a Sentinel (it does not know SENTINEL); use a redis:// or "
+            "rediss:// URL for it, and redis+sentinel:// with the sentinels' addresses"
+        )
+    return (
+        f"the server does not know {unknown[1].upper()}: a Sentinel answers so (use a "
+        "redis+sentinel://<sentinels>/<master-name> URL), and so does a Redis too old for "
+        "streams"
+    )
 
 
 def is_redis_retryable(exc: BaseException) -> bool:

@@ -473,21 +473,8 @@ async def test_a_url_of_the_wrong_kind_exits_2_naming_the_kind_to_use(
     )  # fmt: skip
     plain_at_node = f"redis://127.0.0.1:{cluster.ports[0]}/0"
     cluster_at_plain = redis_server.url.replace("redis://", "redis+cluster://").rsplit("/", 1)[0]
-    cases = [(plain_at_node, "redis+cluster://"), (cluster_at_plain, "not a Redis Cluster")]
-    for url, advice in cases:
-        consumer = ConsumerProcess(
-            redis_url=url, database_url=database_url, stream=stream, group=GROUP, model=MODEL
-        ).start(wait_ready=False)
-        try:
-            assert consumer.wait(30) == 2, consumer.output()
-        finally:
-            consumer.kill()
-        assert "STREAMSCALE_REDIS_URL does not fit the server" in consumer.output()
-        assert advice in consumer.output(), consumer.output()
-        status = cli("status", "--once", "--interval", "0", "--stream", stream, redis_url=url)
-        assert status.returncode == 2 and advice in status.stderr, status.stderr
-        failure = classify(await first_error(url, stream))  # as the operator's poll
-        assert failure.reason == "RedisRefused" and advice in failure.message, failure
+    await wrong_kind_refused(plain_at_node, "redis+cluster://", stream, database_url)
+    await wrong_kind_refused(cluster_at_plain, "not a Redis Cluster", stream, database_url)
     # A plain URL at the node that serves the stream works, until the slot moves elsewhere.
     owner = f"redis://127.0.0.1:{cluster.master_of(stream)}/0"
     consumer = ConsumerProcess(
@@ -503,6 +490,24 @@ async def test_a_url_of_the_wrong_kind_exits_2_naming_the_kind_to_use(
         consumer.kill()
     assert "does not fit the server" in consumer.output(), consumer.output()
     assert "redis+cluster://" in consumer.output() and "Traceback" not in consumer.output()
+
+
+async def wrong_kind_refused(url: str, advice: str, stream: str, database_url: str) -> None:
+    """`url` names another kind of Redis than the server: the consumer and the CLI exit 2 with
+    `advice`, and the operator's poll reports Redis refusing, with `advice` too."""
+    consumer = ConsumerProcess(
+        redis_url=url, database_url=database_url, stream=stream, group=GROUP, model=MODEL
+    ).start(wait_ready=False)
+    try:
+        assert consumer.wait(30) == 2, consumer.output()
+    finally:
+        consumer.kill()
+    assert "STREAMSCALE_REDIS_URL does not fit the server" in consumer.output()
+    assert advice in consumer.output(), consumer.output()
+    status = cli("status", "--once", "--interval", "0", "--stream", stream, redis_url=url)
+    assert status.returncode == 2 and advice in status.stderr, status.stderr
+    failure = classify(await first_error(url, stream))
+    assert failure.reason == "RedisRefused" and advice in failure.message, failure
 
 
 async def first_error(url: str, stream: str) -> BaseException:

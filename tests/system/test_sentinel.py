@@ -20,7 +20,7 @@ from tests.support import kube as h
 from tests.support.clusters import FlowingProducer, LocalSentinels, running_sentinels
 from tests.support.commands import packs_with_hiredis, round_trip
 from tests.support.consumers import ConsumerProcess, wait_until
-from tests.support.servers import PostgresServer, free_port
+from tests.support.servers import PostgresServer, RedisServer, free_port
 from tests.system.test_cluster import (
     FAILOVER_CONSUMER,
     GROUP,
@@ -28,6 +28,7 @@ from tests.system.test_cluster import (
     assert_each_entry_once,
     drained,
     stored_total,
+    wrong_kind_refused,
 )
 
 
@@ -146,3 +147,15 @@ def test_unreachable_sentinels_are_retried_and_no_password_is_logged(database_ur
         consumer.kill()
     out = consumer.output()
     assert password not in out and sentinel_password not in out, out
+
+
+@pytest.mark.timeout(90)
+async def test_a_url_of_the_wrong_kind_exits_2_naming_the_kind_to_use(
+    sentinels: LocalSentinels, redis_server: RedisServer, database_url: str
+) -> None:
+    """A plain URL at a sentinel (which knows no stream command) and a Sentinel URL at a plain
+    server (which knows no SENTINEL) are settings to change, not a Redis to wait for."""
+    at_sentinel = f"redis://127.0.0.1:{sentinels.sentinel_ports[0]}/0"
+    at_plain = f"redis+sentinel://127.0.0.1:{redis_server.port}/{sentinels.master_name}"
+    await wrong_kind_refused(at_sentinel, "redis+sentinel://<sentinels>", "orders", database_url)
+    await wrong_kind_refused(at_plain, "not a Sentinel", "orders", database_url)

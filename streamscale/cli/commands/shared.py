@@ -18,7 +18,6 @@ from rich.console import Console
 from streamscale.cli.common import safe_url
 from streamscale.core.errors import (
     REDIS_RETRYABLE,
-    REDIS_WRONG_KIND,
     ConfigError,
     StreamscaleError,
     redis_denial,
@@ -46,6 +45,13 @@ def open_redis(url: str) -> Client:
         ) from None
 
 
+def refuse_wrong_kind(url: str, exc: BaseException) -> None:
+    """A config error when `exc` says the URL names another kind of Redis than the server."""
+    if (wrong := redis_wrong_kind(exc)) is not None:
+        message = f"the Redis URL {safe_url(url)} does not fit the server: {wrong}"
+        raise ConfigError(message) from None
+
+
 def run_async(url: str | None, work: Callable[[Client], Awaitable[T]]) -> T:
     """Run `work(redis)` on a fresh client, translating Redis failures into user errors.
 
@@ -66,11 +72,8 @@ def run_async(url: str | None, work: Callable[[Client], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except AuthenticationError as exc:
         fail(f"Redis at {safe_url(url)} refused the credentials: {exc}. Check the URL's password")
-    except (*REDIS_WRONG_KIND, *REDIS_RETRYABLE) as exc:  # before ResponseError: MOVED is one
-        if (wrong := redis_wrong_kind(exc)) is not None:
-            raise ConfigError(
-                f"the Redis URL {safe_url(url)} does not fit the server: {wrong}"
-            ) from None
+    except REDIS_RETRYABLE as exc:
+        refuse_wrong_kind(url, exc)
         denied = redis_denial(exc)  # a Redis Cluster client wraps the refusal
         if denied is not None:
             fail(
@@ -83,6 +86,7 @@ def run_async(url: str | None, work: Callable[[Client], Awaitable[T]]) -> T:
             " Pass --redis-url or set STREAMSCALE_REDIS_URL"
         )
     except ResponseError as exc:
+        refuse_wrong_kind(url, exc)  # MOVED, or a command only Redis or only Sentinel knows
         # Pipelines wrap the answer ("Command # 1 (XADD ...) of pipeline caused error: ...").
         text = str(exc)
         if "WRONGTYPE" in text:
