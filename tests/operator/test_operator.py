@@ -36,6 +36,19 @@ def spec(stream: str, group: str, url: str, **scaling: object) -> dict[str, obje
     }
 
 
+async def backlog(
+    redis: aioredis.Redis, stream: str, group: str, count: int, **fields: str
+) -> list[bytes]:
+    """The group at the start of the stream and `count` entries after it (`n` numbers them,
+    `fields` are added to each); their IDs."""
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(count):
+            pipe.xadd(stream, {"n": str(n), **fields})
+        ids: list[bytes] = await pipe.execute()
+    return ids
+
+
 async def test_scales_up_within_a_poll_and_down_after_the_window(
     kmock: kmock.KubernetesEmulator,
     redis: aioredis.Redis,
@@ -43,10 +56,7 @@ async def test_scales_up_within_a_poll_and_down_after_the_window(
     names: Callable[[str], str],
 ) -> None:
     stream, group = names("orders"), "writers"
-    h.declare_resources(kmock)
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url)
-    )
+    h.declare(kmock, "orders", spec(stream, group, redis_server.url))
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.replicas(kmock, "orders") == 0)
         deployment = h.obj(kmock, h.DEPLOYMENTS, "orders")
@@ -71,16 +81,14 @@ async def test_null_lag_never_scales_to_zero_while_unread_entries_remain(
     names: Callable[[str], str],
 ) -> None:
     stream, group = names("orders"), "writers"
-    await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    ids = [await redis.xadd(stream, {"n": str(n)}) for n in range(30)]
+    ids = await backlog(redis, stream, group, 30)
     await redis.xreadgroup(group, "c1", {stream: ">"}, count=10)
     await redis.xack(stream, group, *ids[:10])
     await redis.xdel(stream, ids[20])  # a tombstone after the last-delivered-id: lag is NULL
     info = next(g for g in await redis.xinfo_groups(stream) if g["name"] == group.encode())
     assert info["lag"] is None
-    h.declare_resources(kmock)
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url, scaleDownStabilizationSeconds=0)
+    h.declare(
+        kmock, "orders", spec(stream, group, redis_server.url, scaleDownStabilizationSeconds=0)
     )
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.status(kmock, "orders").get("lagEstimated") is True)
@@ -102,20 +110,16 @@ async def test_entries_of_a_gone_consumer_are_dead_lettered_and_the_consumer_rem
 ) -> None:
     stream, group = names("orders"), "writers"
     dlq = stream + ":dlq"
-    await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    ids = [await redis.xadd(stream, {"n": str(n), "data": "{}"}) for n in range(12)]
+    ids = await backlog(redis, stream, group, 12, data="{}")
     await redis.xreadgroup(group, "orders-gone", {stream: ">"}, count=5)
     await redis.xreadgroup(group, "orders-live-1", {stream: ">"}, count=3)
     await redis.xreadgroup(group, "orders-live", {stream: ">"}, count=1)
     # One entry of a live consumer has been delivered maxDeliveries (3) times already.
     await redis.xclaim(stream, group, "orders-live", 0, [ids[8]], retrycount=3)
     await redis.xgroup_createconsumer(stream, group, "orders-old")  # gone, nothing pending
-    h.declare_resources(kmock)
     kmock.objects[h.PODS, h.NAMESPACE, "orders-live"] = h.pod("orders-live", "orders")
     kmock.objects[h.PODS, h.NAMESPACE, "orders-done"] = h.pod("orders-done", "orders", "Failed")
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url)
-    )
+    h.declare(kmock, "orders", spec(stream, group, redis_server.url))
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.status(kmock, "orders").get("deadLettered") == 6)
         await h.eventually(lambda: h.events(kmock, "DeadLettered"))
@@ -148,16 +152,9 @@ async def test_an_operator_restarted_in_the_middle_of_a_move_duplicates_nothing(
     stream, group = names("orders"), "writers"
     dlq = stream + ":dlq"
     total = 10_000
-    await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    async with redis.pipeline(transaction=False) as pipe:
-        for n in range(total):
-            pipe.xadd(stream, {"n": str(n)})
-        await pipe.execute()
+    await backlog(redis, stream, group, total)
     await redis.xreadgroup(group, "orders-gone", {stream: ">"}, count=total)
-    h.declare_resources(kmock)
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url)
-    )
+    h.declare(kmock, "orders", spec(stream, group, redis_server.url))
     settings = h.settings(redis_server.url, max_move_pages=2)
     async with h.running_operator(kmock, settings):
         await h.eventually(lambda: redis.xlen(dlq), interval=0.005)
@@ -175,10 +172,7 @@ async def test_redis_down_degrades_with_an_event_and_recovers_by_itself(
     kmock: kmock.KubernetesEmulator, fresh_redis: RedisServer, names: Callable[[str], str]
 ) -> None:
     stream, group = names("orders"), "writers"
-    h.declare_resources(kmock)
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, fresh_redis.url, minReplicas=1)
-    )
+    h.declare(kmock, "orders", spec(stream, group, fresh_redis.url, minReplicas=1))
     async with h.running_operator(kmock, h.settings(fresh_redis.url)):
         await h.eventually(lambda: h.condition(kmock, "orders", "Ready") == "True")
         assert h.replicas(kmock, "orders") == 1
@@ -207,10 +201,7 @@ async def test_spec_changes_reach_the_deployment_and_metrics_are_labelled(
     kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
 ) -> None:
     stream, group = names("orders"), "writers"
-    h.declare_resources(kmock)
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url, minReplicas=1)
-    )
+    h.declare(kmock, "orders", spec(stream, group, redis_server.url, minReplicas=1))
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.replicas(kmock, "orders") == 1)
         await merge_patch(
@@ -239,9 +230,7 @@ async def test_scale_target_ref_scales_an_existing_deployment_and_finds_its_pods
     names: Callable[[str], str],
 ) -> None:
     stream, group = names("orders"), "writers"
-    await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    for n in range(25):
-        await redis.xadd(stream, {"n": str(n)})
+    await backlog(redis, stream, group, 25)
     await redis.xreadgroup(group, "mine-pod-1", {stream: ">"}, count=2)
     await redis.xreadgroup(group, "mine-gone", {stream: ">"}, count=3)
     h.declare_resources(kmock)
@@ -296,9 +285,7 @@ async def test_deleting_the_stream_consumer_releases_it_and_leaves_cleanup_to_th
     kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
 ) -> None:
     stream, group = names("orders"), "writers"
-    h.declare_resources(kmock)
-    body = h.stream_consumer("orders", spec(stream, group, redis_server.url))
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = body
+    body = h.declare(kmock, "orders", spec(stream, group, redis_server.url))
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.status(kmock, "orders").get("conditions"))
         deployment = h.obj(kmock, h.DEPLOYMENTS, "orders") or {}
@@ -321,7 +308,6 @@ async def test_with_kopf_peering_the_operator_announces_itself_and_acts(
     names: Callable[[str], str],
 ) -> None:
     stream, group = names("orders"), "writers"
-    h.declare_resources(kmock)
     kmock.resources["kopf.dev/v1/kopfpeerings"] = kmock.ResourceInfo(
         kind="KopfPeering", namespaced=True, verbs=h.VERBS
     )
@@ -330,9 +316,7 @@ async def test_with_kopf_peering_the_operator_announces_itself_and_acts(
         "kind": "KopfPeering",
         "metadata": {"name": "streamscale", "namespace": h.NAMESPACE, "resourceVersion": "1"},
     }
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url)
-    )
+    h.declare(kmock, "orders", spec(stream, group, redis_server.url))
     settings = h.settings(redis_server.url, standalone=False, priority=10)
     async with h.running_operator(kmock, settings):
         for n in range(15):
@@ -350,15 +334,10 @@ async def test_a_pod_that_goes_away_later_is_noticed_within_the_cache_age(
     names: Callable[[str], str],
 ) -> None:
     stream, group = names("orders"), "writers"
-    await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    for n in range(4):
-        await redis.xadd(stream, {"n": str(n)})
+    await backlog(redis, stream, group, 4)
     await redis.xreadgroup(group, "orders-a", {stream: ">"}, count=4)
-    h.declare_resources(kmock)
     kmock.objects[h.PODS, h.NAMESPACE, "orders-a"] = h.pod("orders-a", "orders")
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url)
-    )
+    h.declare(kmock, "orders", spec(stream, group, redis_server.url))
     settings = h.settings(redis_server.url, api_cache_seconds=0.5)
     async with h.running_operator(kmock, settings):
         await h.eventually(lambda: h.status(kmock, "orders").get("consumers") == 1)
@@ -379,14 +358,12 @@ async def test_idle_seconds_below_the_operators_floor_is_reported_and_the_floor_
     names: Callable[[str], str],
 ) -> None:
     stream, group = names("orders"), "writers"
-    await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    await redis.xadd(stream, {"n": "0"})
+    await backlog(redis, stream, group, 1)
     await redis.xreadgroup(group, "orders-live", {stream: ">"}, count=1)
-    h.declare_resources(kmock)
     kmock.objects[h.PODS, h.NAMESPACE, "orders-live"] = h.pod("orders-live", "orders")
     body = spec(stream, group, redis_server.url)
     body["deadLetter"] = {"maxDeliveries": 3, "idleSeconds": 1}
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    h.declare(kmock, "orders", body)
     async with h.running_operator(kmock, h.settings(redis_server.url, move_min_idle_seconds=2)):
         await h.eventually(lambda: h.status(kmock, "orders").get("deadLetterIdleSeconds") == 2)
         ready = next(c for c in h.status(kmock, "orders")["conditions"] if c["type"] == "Ready")
@@ -399,10 +376,9 @@ async def test_idle_seconds_below_the_operators_floor_is_reported_and_the_floor_
 async def test_a_table_mode_stream_consumer_without_a_database_is_refused(
     kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
 ) -> None:
-    h.declare_resources(kmock)
     body = spec(names("orders"), "writers", redis_server.url)
     del body["database"]
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    h.declare(kmock, "orders", body)
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
         degraded = next(
@@ -442,10 +418,9 @@ async def test_a_second_stream_into_the_same_model_table_is_refused(
 async def test_without_any_redis_the_stream_consumer_says_no_redis_configured(
     kmock: kmock.KubernetesEmulator, redis_server: RedisServer, names: Callable[[str], str]
 ) -> None:
-    h.declare_resources(kmock)
     body = spec(names("orders"), "writers", redis_server.url)
     del body["redis"]
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    h.declare(kmock, "orders", body)
     async with h.running_operator(kmock, h.settings(None)):
         await h.eventually(lambda: h.condition(kmock, "orders", "Degraded") == "True")
         degraded = next(
@@ -517,10 +492,7 @@ async def test_a_destroyed_group_is_not_recreated_at_the_start_of_a_stream_with_
     stream, group = names("orders"), "writers"
     for n in range(5):
         await redis.xadd(stream, {"n": str(n)})
-    h.declare_resources(kmock)
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url)
-    )
+    h.declare(kmock, "orders", spec(stream, group, redis_server.url))
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         # The first poll creates the missing group: a new StreamConsumer over an existing stream.
         await h.eventually(lambda: h.status(kmock, "orders").get("lag") == 5)
@@ -547,10 +519,7 @@ async def test_a_group_lost_with_its_stream_is_recreated_and_not_reported(
     """As after a Redis restarted empty: nothing to replay, so the group is simply made again."""
     stream, group = names("orders"), "writers"
     await redis.xadd(stream, {"n": "0"})
-    h.declare_resources(kmock)
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url)
-    )
+    h.declare(kmock, "orders", spec(stream, group, redis_server.url))
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.status(kmock, "orders").get("lag") == 1)
         await redis.delete(stream)
@@ -574,13 +543,12 @@ async def test_drain_time_mode_reports_its_rates_and_scales_on_them(
     names: Callable[[str], str],
 ) -> None:
     stream, group = names("orders"), "writers"
-    h.declare_resources(kmock)
     body = spec(stream, group, redis_server.url)
     body["scaling"] = {  # type: ignore[index]
         **body["scaling"],  # type: ignore[dict-item]
         "mode": "drainTime", "targetDrainSeconds": 10, "replicaThroughput": 20,
     }  # fmt: skip
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer("orders", body)
+    h.declare(kmock, "orders", body)
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.status(kmock, "orders").get("scalingBasis") == "backlog")
         # Entries arrive at about 100/s for 1.5 s: several polls measure the arrival rate.
@@ -607,16 +575,11 @@ async def test_before_a_scale_in_busy_pods_cost_more_to_delete_than_idle_ones(
     names: Callable[[str], str],
 ) -> None:
     stream, group = names("orders"), "writers"
-    await redis.xgroup_create(stream, group, id="0", mkstream=True)
-    for n in range(40):
-        await redis.xadd(stream, {"n": str(n)})
+    await backlog(redis, stream, group, 40)
     await redis.xreadgroup(group, "orders-busy-0", {stream: ">"}, count=6)  # 6 in flight
-    h.declare_resources(kmock)
     for pod in ("orders-busy", "orders-idle", "orders-spare"):
         kmock.objects[h.PODS, h.NAMESPACE, pod] = h.pod(pod, "orders")
-    kmock.objects[h.STC, h.NAMESPACE, "orders"] = h.stream_consumer(
-        "orders", spec(stream, group, redis_server.url)
-    )
+    h.declare(kmock, "orders", spec(stream, group, redis_server.url))
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.replicas(kmock, "orders") == 4)
         # The idle pod drains the rest; the busy one keeps its 6 entries: backlog 6 asks for 1.
@@ -648,8 +611,7 @@ async def test_several_streams_are_scaled_as_one_and_dead_lettered_each_into_its
     del body["stream"]
     body["streams"] = [orders, payments]
     body["deadLetter"] = {"maxDeliveries": 3, "idleSeconds": 0}
-    h.declare_resources(kmock)
-    kmock.objects[h.STC, h.NAMESPACE, "shop"] = h.stream_consumer("shop", body)
+    h.declare(kmock, "shop", body)
     async with h.running_operator(kmock, h.settings(redis_server.url)):
         await h.eventually(lambda: h.status(kmock, "shop").get("deadLettered") == 4, timeout=15)
         await h.eventually(lambda: h.replicas(kmock, "shop") == 0)

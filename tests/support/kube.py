@@ -75,6 +75,16 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     }
 
 
+def declare(
+    emulator: kmock.KubernetesEmulator, name: str, spec: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`declare_resources`, and the StreamConsumer `name` of `spec` stored in `ns1`; its body."""
+    declare_resources(emulator)
+    body = stream_consumer(name, spec)
+    emulator.objects[STC, NAMESPACE, name] = body
+    return body
+
+
 def stc_path(name: str) -> str:
     """The API path of a StreamConsumer in `ns1`."""
     return f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{NAMESPACE}/{c.PLURAL}/{name}"
