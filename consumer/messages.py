@@ -33,6 +33,9 @@ class Message:
     """The stream the entry was read from (a consumer may read several)."""
     size: int = 0
     """Bytes of its field names and values (`entry_size`)."""
+    redelivered: bool = False
+    """Delivered before: a restarted consumer's own pending entry or one claimed from another
+    consumer. Its earlier delivery may have been stored or handled already."""
 
     @property
     def produced_ms(self) -> int:

@@ -156,12 +156,17 @@ class Processor:
             logger.info("group %r is back on stream %r; consuming it again", self.settings.group,
                         stream)  # fmt: skip
 
-    async def process(self, consumer: str, stream: str, entries: list[Entry]) -> None:
+    async def process(
+        self, consumer: str, stream: str, entries: list[Entry], *, redelivered: bool = False
+    ) -> None:
         """Take one batch of `stream` from read to ack; raises GaveUp at the shutdown deadline."""
         started = time.perf_counter()
         metrics = self.metrics.of(stream)
         live, deleted = split_deleted(entries)
         messages = decode_all(live, self.settings.max_message_bytes, stream)
+        if redelivered:
+            for message in messages:
+                message.redelivered = True
         if messages:  # the largest entry of this read plans the next one (`read_count`)
             self.entry_bytes = max(m.size for m in messages)
         dead = [DeadLetter(m.id, c.REASON_INVALID, m.error) for m in messages if m.error]
@@ -222,7 +227,7 @@ class Processor:
             self.metrics.of(stream).dead_lettered.inc(result.dead_lettered)
         retry = [e for e in entries if counts.get(e[0], 0) <= s.max_deliveries]
         if retry:
-            await self.process(consumer, stream, retry)
+            await self.process(consumer, stream, retry, redelivered=True)
 
     def _remember_errors(self, errors: dict[str, str], settled: list[str]) -> None:
         """Keep why entries failed until they are acked or dead-lettered.

@@ -1,9 +1,10 @@
 """SQL sinks: PostgreSQL through asyncpg (the production path) and SQLite (the embedded default).
 
 Every write is idempotent, so a redelivered message never makes a second row. On PostgreSQL a
-batch is first sent with binary COPY, the cheapest way in for both sides; a batch COPY cannot
-take (a row is stored already, i.e. a redelivery, or a row is invalid) goes through
-`INSERT ... ON CONFLICT (<identity>) DO NOTHING`, which SQLite always uses. When a batch fails
+batch is first sent with binary COPY, the cheapest way in for both sides; a batch of messages
+delivered before (`Message.redelivered`), and one COPY cannot take (a row is stored already or
+is invalid), goes through `INSERT ... ON CONFLICT (<identity>) DO NOTHING`, which SQLite always
+uses. When a batch fails
 because of one row (a constraint, a value out of range), the batch is bisected until the
 offending rows are isolated: they are rejected (dead-lettered), the rest commits. Failures that
 are not the rows' fault (connection lost, server restarting) raise TransientError and the whole
@@ -13,6 +14,7 @@ batch is retried later.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -100,10 +102,14 @@ class SqlSinkBase:
     async def write(self, messages: list[Message]) -> SinkResult:
         rows, ids, rejected = self.builder.build(messages)
         if rows:
-            rejected.update(await insert_isolating(self._insert, rows, ids))
+            fresh = not any(m.redelivered for m in messages)
+            insert = self._insert if fresh else functools.partial(self._insert, fresh=False)
+            rejected.update(await insert_isolating(insert, rows, ids))
         return SinkResult(rejected=rejected)
 
-    async def _insert(self, rows: Sequence[Row]) -> None:
+    async def _insert(self, rows: Sequence[Row], *, fresh: bool = True) -> None:
+        """Insert `rows`, skipping the ones stored already. `fresh`: none was delivered before,
+        so a way in that fails on a stored row (COPY) is worth trying."""
         raise NotImplementedError
 
 
@@ -152,10 +158,11 @@ _NO_BINARY_ENCODER = "no binary format encoder"
 
 
 COPY_PAUSE_BATCHES = 16
-"""Writes that use INSERT after a COPY failed on its rows. Redeliveries come in runs (a crashed
-consumer's entries), isolating an invalid row takes a write per bisection step, and a failed
-COPY costs its encoding (asyncpg also cancels it on a connection of its own when a value cannot
-be encoded)."""
+"""Writes that use INSERT after a COPY failed on its rows. Stored rows delivered as new come in
+runs (a Redis failover that lost the deliveries but not the writes), isolating an invalid row
+takes a write per bisection step, and a failed COPY costs its encoding and the rows it wrote
+before failing, dead in the table until vacuumed (asyncpg also cancels it on a connection of its
+own when a value cannot be encoded)."""
 
 _UNENCODABLE = (TypeError, ValueError, ArithmeticError)
 """What asyncpg's encoders raise for a value COPY cannot send, e.g. a time that leaves the
@@ -233,8 +240,9 @@ class _QuietAbandonedWaiters:
 
 
 class PostgresSink(SqlSinkBase):
-    """PostgreSQL through an asyncpg pool: one binary COPY per batch, or when COPY cannot take
-    it, one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`."""
+    """PostgreSQL through an asyncpg pool: one binary COPY per batch, or for messages delivered
+    before and where COPY cannot take the batch, one
+    `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`."""
 
     def __init__(
         self,
@@ -440,14 +448,14 @@ class PostgresSink(SqlSinkBase):
         )
         check_owner(self._table_name, self.stream, owner)
 
-    async def _insert(self, rows: Sequence[Row]) -> None:
+    async def _insert(self, rows: Sequence[Row], *, fresh: bool = True) -> None:
         assert self.pool is not None, "start() first"
         refused: BaseException | None = None  # COPY failed where an INSERT may work
         try:
             async with self.pool.acquire(timeout=self.timeout) as conn:
                 if self._copy_paused:
                     self._copy_paused -= 1
-                elif self._copy:
+                elif self._copy and fresh:
                     try:
                         await conn.copy_records_to_table(
                             self.builder.table.name, schema_name=self.builder.table.schema,
@@ -644,7 +652,7 @@ class SqliteSink(SqlSinkBase):
             raise TransientError(f"SQLite: {exc}") from exc
         check_owner(table_name, self.stream, owner)
 
-    async def _insert(self, rows: Sequence[Row]) -> None:
+    async def _insert(self, rows: Sequence[Row], *, fresh: bool = True) -> None:
         assert self.engine is not None, "start() first"
         params = [dict(zip(self.builder.columns, row, strict=True)) for row in rows]
         try:

@@ -12,10 +12,11 @@ import datetime
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import CITEXT
 from sqlmodel import Field, SQLModel
@@ -25,9 +26,9 @@ from streamscale.consumer.messages import Message
 from streamscale.consumer.sinks import sql
 from streamscale.consumer.sinks.sql import PostgresSink
 from streamscale.core.errors import ConfigError, TransientError
-from tests.support.consumers import product
+from tests.support.consumers import ConsumerProcess, produce, product, wait_until
 from tests.support.proxy import HoldingProxy
-from tests.support.servers import PostgresServer
+from tests.support.servers import PostgresServer, RedisServer
 
 NOTE_STATEMENTS = """
 CREATE TABLE written_by (n serial, how text);
@@ -42,9 +43,11 @@ CREATE TRIGGER note_statement AFTER INSERT ON product
 """
 
 
-def messages(first: int, last: int, **changes: object) -> list[Message]:
+def messages(
+    first: int, last: int, *, redelivered: bool = False, **changes: object
+) -> list[Message]:
     return [
-        Message(f"{n}-0", {}, {**product(n), **changes}, None, "orders")
+        Message(f"{n}-0", {}, {**product(n), **changes}, None, "orders", redelivered=redelivered)
         for n in range(first, last + 1)
     ]
 
@@ -70,13 +73,60 @@ async def sink(database_url: str, postgres_server: PostgresServer) -> AsyncItera
     await value.close()
 
 
-async def test_batches_go_in_with_copy_and_redeliveries_with_insert(
+async def test_messages_delivered_before_go_in_with_insert_and_copy_goes_on(
+    sink: PostgresSink, postgres_server: PostgresServer, database_url: str
+) -> None:
+    """A restarted consumer's own pending entries, or claimed ones, may be stored already: they
+    go straight to INSERT (a failed COPY would leave the rows it wrote dead in the table), and
+    the next new batch goes in with COPY."""
+    assert (await sink.write(messages(1, 10))).rejected == {}
+    assert (await sink.write(messages(5, 15, redelivered=True))).rejected == {}
+    assert (await sink.write(messages(16, 20))).rejected == {}
+    assert stored(postgres_server, database_url) == [f"{n}-0" for n in range(1, 21)]
+    assert written_by(postgres_server, database_url) == ["COPY", "INSERT", "COPY"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_restarted_consumer_inserts_its_own_pending_entries_and_copies_new_ones(
+    database_url: str, postgres_server: PostgresServer, redis_server: RedisServer,
+    names: Callable[[str], str],
+) -> None:  # fmt: skip
+    """The consumer flags what it reads back from its pending list (a crash between its write
+    and its ack): that batch goes in with INSERT, new entries with COPY."""
+    stream = names("orders")
+    creator = PostgresSink(database_url, Product, [stream], 1)
+    await creator.start()  # the table, for the trigger that notes how batches go in
+    await creator.close()
+    postgres_server.psql(NOTE_STATEMENTS, _db(database_url))
+    client = redis.Redis.from_url(redis_server.url)
+    client.xgroup_create(stream, "writers", id="0", mkstream=True)
+    produce(client, stream, [product(n) for n in range(10)])
+    client.xreadgroup("writers", "pod-1", {stream: ">"}, count=10)  # then pod-1 crashed
+    consumer = ConsumerProcess(
+        redis_url=redis_server.url, database_url=database_url, stream=stream, group="writers",
+        model="examples.models:Product", consumer="pod-1", concurrency=1, claim_idle_ms=60_000,
+    )  # fmt: skip
+    try:
+        consumer.start()
+        wait_until(lambda: len(stored(postgres_server, database_url)) == 10, 30, what="10 rows")
+        produce(client, stream, [product(n) for n in range(10, 20)])
+        wait_until(lambda: len(stored(postgres_server, database_url)) == 20, 30, what="20 rows")
+        assert consumer.terminate() == 0
+    finally:
+        consumer.kill()
+        client.close()
+    first, *then = written_by(postgres_server, database_url)
+    assert first == "INSERT" and then and set(then) == {"COPY"}, [first, *then]
+
+
+async def test_stored_rows_delivered_as_new_go_in_with_insert(
     sink: PostgresSink, postgres_server: PostgresServer, database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setattr(sql, "COPY_PAUSE_BATCHES", 1)
     assert (await sink.write(messages(1, 10))).rejected == {}
-    # Entries 5..10 again (a redelivery): COPY fails on them, ON CONFLICT skips them.
+    # Entries 5..10 again as new ones (a failover lost their deliveries, not their rows): COPY
+    # fails on them, ON CONFLICT skips them.
     assert (await sink.write(messages(5, 15))).rejected == {}
     assert (await sink.write(messages(16, 20))).rejected == {}  # a batch after it: INSERT
     assert (await sink.write(messages(21, 25))).rejected == {}  # and COPY again
