@@ -4,11 +4,10 @@ Every write is idempotent, so a redelivered message never makes a second row. On
 batch is first sent with binary COPY, the cheapest way in for both sides; a batch of messages
 delivered before (`Message.redelivered`), and one COPY cannot take (a row is stored already or
 is invalid), goes through `INSERT ... ON CONFLICT (<identity>) DO NOTHING`, which SQLite always
-uses. When a batch fails
-because of one row (a constraint, a value out of range), the batch is bisected until the
-offending rows are isolated: they are rejected (dead-lettered), the rest commits. Failures that
-are not the rows' fault (connection lost, server restarting) raise TransientError and the whole
-batch is retried later.
+uses. When a batch fails because of one row (a constraint, a value out of range), the batch is
+bisected until the offending rows are isolated: they are rejected (dead-lettered), the rest
+commits. Failures that are not the rows' fault (connection lost, server restarting) raise
+TransientError and the whole batch is retried later.
 """
 
 from __future__ import annotations
