@@ -200,6 +200,11 @@ async def test_a_connection_the_server_ended_while_idle_fails_the_batch_quietly(
         assert (await sink.write(messages(6, 10))).rejected == {}
         assert stored(postgres_server, database_url) == [f"{n}-0" for n in range(1, 11)]
         assert [context["message"] for context in reported] == []
+        other = loop.create_future()  # any other unretrieved error still reaches the handler
+        other.set_exception(RuntimeError("not asyncpg's"))
+        del other
+        gc.collect()
+        assert [str(context["exception"]) for context in reported] == ["not asyncpg's"]
     finally:
         await sink.close()
         await proxy.close()
