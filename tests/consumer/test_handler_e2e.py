@@ -44,6 +44,11 @@ async def doubler(messages: list[Message]) -> list[object]:
     return [(m.payload or {}).get("n", 0) * 2 for m in messages]
 
 
+def tell_delivery(message: Message) -> dict[str, object]:
+    """Sync: replies whether the message was delivered before."""
+    return {"n": (message.payload or {}).get("n"), "redelivered": message.redelivered}
+
+
 def consume(redis_url: str, stream: str, handler: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCALE_")}
     env.update(
@@ -113,6 +118,36 @@ async def test_batch_handler_through_the_consumer(redis_server, redis, names):
         stop(proc)
     doubled = sorted(orjson.loads(f[b"data"]) for _id, f in await redis.xrange(replies))
     assert doubled == [2 * n for n in range(50)]
+
+
+async def test_a_handler_sees_which_messages_were_delivered_before(redis_server, redis, names):
+    """A consumer restarted with entries of its own pending (it crashed before acking them)
+    hands them over as redelivered; new entries are not."""
+    stream, replies = names("jobs"), names("replies")
+    await redis.xgroup_create(stream, "g", id="0", mkstream=True)
+    for n in range(3):
+        await redis.xadd(stream, {"data": orjson.dumps({"n": n}), "reply_to": replies})
+    await redis.xreadgroup("g", "w-1", {stream: ">"}, count=3)  # then w-1 crashed
+    proc = consume(redis_server.url, stream, "tests.consumer.test_handler_e2e:tell_delivery")
+    try:
+
+        async def replied(count: int) -> bool:
+            return int(await redis.xlen(replies)) >= count
+
+        await wait_until(lambda: replied(3))
+        for n in range(3, 5):
+            await redis.xadd(stream, {"data": orjson.dumps({"n": n}), "reply_to": replies})
+        await wait_until(lambda: replied(5))
+    finally:
+        stop(proc)
+    seen = [orjson.loads(f[b"data"]) for _id, f in await redis.xrange(replies)]
+    assert {r["n"]: r["redelivered"] for r in seen} == {
+        0: True,
+        1: True,
+        2: True,
+        3: False,
+        4: False,
+    }
 
 
 def test_a_wrong_handler_path_stops_the_consumer_with_a_clear_message(redis_server):
