@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,7 @@ class MoverProcess:
             *args,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = ROOT / ".build" / "test-logs" / f"mover-{os.getpid()}-{id(self)}.log"
+        self.log = ROOT / ".build" / "test-logs" / f"mover-{uuid.uuid4().hex}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.kills = 0
 

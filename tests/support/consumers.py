@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ class ConsumerProcess:
         for key, value in settings.items():
             self.env[f"STREAMSCALE_{key.upper()}"] = str(value)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = ROOT / ".build" / "test-logs" / f"consumer-{self.port}.log"
+        # A name of its own: ports come back, and appending to the log of an earlier consumer
+        # on the same port (this run's or an earlier run's) showed its lines as this one's.
+        self.log = ROOT / ".build" / "test-logs" / f"consumer-{self.port}-{uuid.uuid4().hex}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
 
     def start(self, wait_ready: bool = True) -> ConsumerProcess:
