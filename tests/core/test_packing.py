@@ -12,8 +12,7 @@ from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
 from streamscale.core.packing import HiredisPacking, packing_class
-from streamscale.core.streams import connect
-from tests.support.commands import packs_with_hiredis, round_trip
+from tests.support.commands import connected_round_trip
 from tests.support.servers import RedisServer
 
 
@@ -68,12 +67,7 @@ def test_a_connection_class_is_made_once_and_keeps_its_name() -> None:
 async def test_a_plain_tcp_client_packs_with_hiredis(
     redis_server: RedisServer, names: Callable[[str], str]
 ) -> None:
-    client = connect(redis_server.url)
-    try:
-        assert packs_with_hiredis(client)
-        await round_trip(client, names("orders"))
-    finally:
-        await client.aclose()
+    assert await connected_round_trip(redis_server.url, names("orders"))
 
 
 async def test_a_unix_socket_client_packs_with_hiredis(
@@ -82,11 +76,8 @@ async def test_a_unix_socket_client_packs_with_hiredis(
     socket = tmp_path / "redis.sock"
     server = RedisServer(extra=["--unixsocket", str(socket), "--unixsocketperm", "700"])
     server.start()
-    client = connect(f"unix://{socket}")
     try:
-        cls = client.connection_pool.connection_class
+        (cls,) = await connected_round_trip(f"unix://{socket}", names("orders"))
         assert issubclass(cls, HiredisPacking) and issubclass(cls, UnixDomainSocketConnection)
-        await round_trip(client, names("orders"))
     finally:
-        await client.aclose()
         server.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from redis.asyncio.connection import AbstractConnection
+
 from streamscale.core.packing import HiredisPacking
-from streamscale.core.streams import Client, is_cluster
+from streamscale.core.streams import Client, connect, is_cluster
 
 
 def packs_with_hiredis(client: Client) -> bool:
@@ -27,3 +29,17 @@ async def round_trip(client: Client, stream: str, count: int = 500) -> None:
     assert entries[0][1] == {b"data": '{"n": 0, "name": "naïve"}'.encode(), b"level": b"3"}
     assert await client.xack(stream, "g", *[e[0].decode() for e in entries]) == count
     assert (await client.xpending(stream, "g"))["pending"] == 0
+
+
+async def connected_round_trip(url: str, stream: str) -> list[type[AbstractConnection]]:
+    """`connect(url)`, a `round_trip` on `stream`, every connection packing in C: the classes
+    of its connections (one per node on a Cluster, found once the slot map is read)."""
+    client = connect(url)
+    try:
+        await round_trip(client, stream)
+        assert packs_with_hiredis(client)
+        if is_cluster(client):
+            return [n.connection_class for n in client.get_nodes()]  # type: ignore[union-attr]
+        return [client.connection_pool.connection_class]  # type: ignore[union-attr]
+    finally:
+        await client.aclose()

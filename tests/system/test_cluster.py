@@ -35,7 +35,7 @@ from tests.support.clusters import (
     running_cluster,
     stream_entries,
 )
-from tests.support.commands import packs_with_hiredis, round_trip
+from tests.support.commands import connected_round_trip
 from tests.support.consumers import ConsumerProcess, produce, product, wait_until
 from tests.support.servers import PostgresServer, RedisServer
 
@@ -197,13 +197,8 @@ async def test_a_stream_sharded_over_the_cluster_is_produced_and_consumed_once_e
 async def test_a_cluster_client_packs_with_hiredis_on_every_node(
     cluster: LocalCluster, tagged: Callable[[str], str]
 ) -> None:
-    client = connect(cluster.url)
-    try:
-        await round_trip(client, tagged("orders"))
-        assert len(client.get_nodes()) >= 3, "the masters found in the slot map, not only a seed"
-        assert packs_with_hiredis(client)
-    finally:
-        await client.aclose()
+    nodes = await connected_round_trip(cluster.url, tagged("orders"))
+    assert len(nodes) >= 3, "the masters found in the slot map, not only a seed"
 
 
 @pytest.mark.timeout(60)

@@ -30,7 +30,7 @@ from streamscale.operator.retention import trim
 from streamscale.operator.specs import Retention
 from tests.support import kube as h
 from tests.support.chaos import dead_letters, drained, group_state
-from tests.support.commands import packs_with_hiredis, round_trip
+from tests.support.commands import connected_round_trip
 from tests.support.consumers import ROOT, ConsumerProcess, produce, product, wait_until
 from tests.support.servers import PostgresServer, RedisServer, free_port, running_postgres
 from tests.support.tls import Authority, TlsPostgresServer, TlsRedisServer, authority
@@ -267,13 +267,8 @@ def test_consumer_over_tls_to_redis_and_postgres_with_verify_full(
 async def test_a_tls_client_packs_with_hiredis(
     tls_redis: TlsRedisServer, names: Callable[[str], str]
 ) -> None:
-    client = connect(tls_redis.url)
-    try:
-        assert packs_with_hiredis(client)
-        assert issubclass(client.connection_pool.connection_class, SSLConnection)
-        await round_trip(client, names("orders"))
-    finally:
-        await client.aclose()
+    (cls,) = await connected_round_trip(tls_redis.url, names("orders"))
+    assert issubclass(cls, SSLConnection)
 
 
 @pytest.mark.timeout(60)

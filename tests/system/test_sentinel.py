@@ -15,10 +15,9 @@ import pytest
 import redis
 import redis.sentinel
 
-from streamscale.core.streams import connect
 from tests.support import kube as h
 from tests.support.clusters import FlowingProducer, LocalSentinels, running_sentinels
-from tests.support.commands import packs_with_hiredis, round_trip
+from tests.support.commands import connected_round_trip
 from tests.support.consumers import ConsumerProcess, wait_until
 from tests.support.servers import PostgresServer, RedisServer, free_port
 from tests.system.test_cluster import (
@@ -61,12 +60,7 @@ async def test_master_killed_mid_run_consumer_and_operator_follow_the_promotion(
     kmock: kmock.KubernetesEmulator,
 ) -> None:  # fmt: skip
     stream = "orders"
-    packing = connect(sentinels.url)  # the clients the consumer and operator make
-    try:
-        assert packs_with_hiredis(packing)
-        await round_trip(packing, "packed")
-    finally:
-        await packing.aclose()
+    await connected_round_trip(sentinels.url, "packed")  # the consumer's and operator's client
     client = master_client(sentinels)
     try:
         client.xgroup_create(stream, GROUP, id="0", mkstream=True)
